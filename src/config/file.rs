@@ -1,0 +1,234 @@
+//! Serde-facing shape of `switchyard.toml`: the `File*` structs.
+//!
+//! This layer only checks syntax and types; `validate.rs` turns it into the runtime
+//! [`Config`](super::Config). Every struct rejects unknown keys, and every value that
+//! validation inspects is wrapped in [`Spanned`] so an error can point at it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+/// A string value with its position in the file.
+pub type SpanStr = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listeners: Vec<Spanned<FileListener>>,
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub log: FileLog,
+    #[serde(default)]
+    pub pools: BTreeMap<SpanStr, Spanned<FilePool>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<FileRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: Option<SpanStr>,
+    pub addr: SpanStr,
+    #[serde(default)]
+    pub trusted_proxies: Vec<SpanStr>,
+}
+
+/// Client-facing limits and timeouts (nginx's `client_*` and `keepalive_*`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub header_timeout: Option<SpanStr>,
+    pub body_timeout: Option<SpanStr>,
+    pub drain_timeout: Option<SpanStr>,
+    pub max_header_bytes: Option<Spanned<u64>>,
+    pub max_uri_bytes: Option<Spanned<u64>>,
+    pub param_body_limit: Option<Spanned<u64>>,
+    pub param_body_timeout: Option<SpanStr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub access_log: Option<SpanStr>,
+    pub access_format: Option<AccessFormat>,
+}
+
+/// Access-log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessFormat {
+    /// nginx `combined`, extended with `key=value` fields for route, pool and timings.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How a pool spreads requests over its servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin, as nginx does it.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
+    /// Power of two random choices on in-flight requests.
+    RandomTwo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub servers: Vec<Spanned<FileServerEntry>>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub connect_timeout: Option<SpanStr>,
+    pub read_timeout: Option<SpanStr>,
+    pub idle_timeout: Option<SpanStr>,
+    pub keepalive: Option<usize>,
+}
+
+/// `"10.0.0.1:8000"` or `{ addr = "10.0.0.1:8000", weight = 2 }`.
+#[derive(Debug)]
+pub struct FileServerEntry {
+    pub addr: String,
+    pub weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServerTable {
+    addr: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+/// A server without an explicit weight counts once.
+fn default_weight() -> u32 {
+    1
+}
+
+impl<'de> Deserialize<'de> for FileServerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FileServerEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#"an address "host:port" or a table { addr = "host:port", weight = N }"#,
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FileServerEntry {
+                    addr: v.to_owned(),
+                    weight: default_weight(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let t = FileServerTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FileServerEntry {
+                    addr: t.addr,
+                    weight: t.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: SpanStr,
+    pub pool: SpanStr,
+    #[serde(rename = "match", default)]
+    pub matcher: Option<Spanned<FileMatch>>,
+    pub timeout: Option<SpanStr>,
+    #[serde(default)]
+    pub add_request_headers: BTreeMap<SpanStr, SpanStr>,
+    #[serde(default)]
+    pub remove_request_headers: Vec<SpanStr>,
+    #[serde(default)]
+    pub add_response_headers: BTreeMap<SpanStr, SpanStr>,
+}
+
+/// The conditions of one route; all given ones must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    pub listener: Option<Spanned<StringList>>,
+    pub host: Option<Spanned<StringList>>,
+    pub path: Option<Spanned<StringList>>,
+    pub path_prefix: Option<Spanned<StringList>>,
+    pub path_regex: Option<Spanned<StringList>>,
+    pub method: Option<Spanned<StringList>>,
+    #[serde(default)]
+    pub query: BTreeMap<SpanStr, Spanned<QueryValue>>,
+    #[serde(default)]
+    pub header: BTreeMap<SpanStr, Spanned<StringList>>,
+    #[serde(default)]
+    pub param: BTreeMap<SpanStr, Spanned<StringList>>,
+}
+
+/// One string or a list of strings ("any of these").
+#[derive(Debug, Default)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match QueryValue::deserialize(d)? {
+            QueryValue::Values(v) => Ok(StringList(v)),
+            QueryValue::Present => Err(de::Error::custom(
+                "expected a string or a list of strings, found a boolean",
+            )),
+        }
+    }
+}
+
+/// A query condition: a list of accepted values, or `true` for "present with any value".
+#[derive(Debug)]
+pub enum QueryValue {
+    Present,
+    Values(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for QueryValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = QueryValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a list of strings, or true")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                if v {
+                    Ok(QueryValue::Present)
+                } else {
+                    Err(E::custom(
+                        "`false` is not a condition; remove the key instead",
+                    ))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(QueryValue::Values(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom("an empty list can never match"));
+                }
+                Ok(QueryValue::Values(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

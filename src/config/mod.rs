@@ -1,0 +1,180 @@
+//! Configuration: `load(path)` reads `switchyard.toml`, checks syntax and types
+//! (`file.rs`), then semantics (`validate.rs`), and returns the runtime [`Config`] or
+//! every error found, each with file, line and column (`error.rs`).
+//!
+//! The runtime types have no `Option`s for values with defaults; the defaults are the
+//! named constants below. `main` (`--check`, start-up) and later reloads call the same
+//! [`load`].
+
+mod error;
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use file::{AccessFormat, Balance};
+
+use crate::routing::Route;
+
+/// Time to receive a request's header section, counted from the end of the previous
+/// response on a keep-alive connection: nginx's `keepalive_timeout` and
+/// `client_header_timeout` in one (hyper times both together). 15 s is bench's keep-alive.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest pause between two reads of a request body (nginx `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for in-flight requests.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request header section; larger gets 431 (nginx allows 4 × 8 KiB, Frappe's bench raises it to 4 × 32 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Smallest accepted `max_header_bytes` (hyper's minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Longest request target; longer gets 414 (nginx: one 8 KiB buffer for the request line).
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Most body bytes read to find a `param`; a larger body routes on the query string.
+pub const DEFAULT_PARAM_BODY_LIMIT: usize = 64 * 1024;
+/// Longest wait for the body look; a slower body routes on the query string.
+pub const DEFAULT_PARAM_BODY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Upstream TCP connect timeout (HAProxy's usual `timeout connect 5s`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time from sending the request head to the upstream's response head (nginx `proxy_read_timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle upstream keep-alive connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle upstream connections kept per server (nginx `keepalive`).
+pub const DEFAULT_KEEPALIVE: usize = 32;
+/// Largest weight of one server; keeps the round-robin schedule small.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// A validated configuration. Built by [`load`], turned into a
+/// [`Snapshot`](crate::state::Snapshot) for the request path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listeners: Vec<Listener>,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub pools: Vec<PoolConfig>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Referenced by the `listener` route condition; defaults to the address text.
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    /// Peers whose `X-Forwarded-*` headers are believed and appended to; everyone else's are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Client-facing limits; see the `DEFAULT_*` constants.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub param_body_limit: usize,
+    pub param_body_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub access_log: AccessLogTarget,
+    pub access_format: AccessFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: Arc<str>,
+    pub servers: Vec<ServerConfig>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keepalive: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Read, parse and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::at(
+            path,
+            "",
+            None,
+            format!("cannot read config file: {e}"),
+        )])
+    })?;
+    parse(path, &src)
+}
+
+/// Parse and validate config text; `path` is only used in messages.
+pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
+    let file: file::FileConfig = toml::from_str(src).map_err(|e| {
+        ConfigErrors(vec![ConfigError::at(
+            path,
+            src,
+            e.span(),
+            e.message().trim_end().to_owned(),
+        )])
+    })?;
+    validate::validate(path, src, file)
+}
+
+impl Config {
+    /// The `--check` summary: listeners, pools and routes in order.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "{}: ok", self.path.display());
+        for l in &self.listeners {
+            let _ = writeln!(s, "listener {} on {}", l.name, l.addr);
+        }
+        for p in &self.pools {
+            let servers: Vec<String> = p
+                .servers
+                .iter()
+                .map(|sv| format!("{} (weight {})", sv.addr, sv.weight))
+                .collect();
+            let _ = writeln!(
+                s,
+                "pool {} [{:?}]: {}",
+                p.name,
+                p.balance,
+                servers.join(", ")
+            );
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let pool = self.pools.get(r.pool).map_or("?", |p| &p.name);
+            let what = if r.matcher.is_catch_all() {
+                "every request"
+            } else {
+                "matching requests"
+            };
+            let _ = writeln!(s, "route {} {} -> pool {pool} ({what})", i + 1, r.name);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+//! Semantic checks: `FileConfig` → runtime [`Config`]. Every problem is collected
+//! (not just the first) and points at the value that caused it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use regex::Regex;
+use toml::Spanned;
+
+use super::file::{FileConfig, FileListener, FileMatch, FilePool, FileRoute, QueryValue, SpanStr};
+use super::*;
+use crate::routing::{HostMatch, Matcher, Route, ValueMatch};
+
+struct Ctx<'a> {
+    path: &'a Path,
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.errors
+            .push(ConfigError::at(self.path, self.src, Some(span), msg));
+    }
+
+    fn duration(&mut self, v: &Option<SpanStr>, key: &str, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.err(v.span(), format!("`{key}` must be greater than zero"));
+                default
+            }
+            Err(e) => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "`{key}` = {:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"2m\"",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, v: &Option<Spanned<u64>>, key: &str, default: usize) -> usize {
+        match v {
+            None => default,
+            Some(n) if *n.get_ref() == 0 => {
+                self.err(n.span(), format!("`{key}` must be greater than zero"));
+                default
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        path,
+        src,
+        errors: Vec::new(),
+    };
+    let listeners = listeners(&mut cx, &file.listeners);
+    let server = ServerSettings {
+        header_timeout: cx.duration(
+            &file.server.header_timeout,
+            "header_timeout",
+            DEFAULT_HEADER_TIMEOUT,
+        ),
+        body_timeout: cx.duration(
+            &file.server.body_timeout,
+            "body_timeout",
+            DEFAULT_BODY_TIMEOUT,
+        ),
+        drain_timeout: cx.duration(
+            &file.server.drain_timeout,
+            "drain_timeout",
+            DEFAULT_DRAIN_TIMEOUT,
+        ),
+        max_header_bytes: header_bytes(&mut cx, &file.server.max_header_bytes),
+        max_uri_bytes: cx.size(
+            &file.server.max_uri_bytes,
+            "max_uri_bytes",
+            DEFAULT_MAX_URI_BYTES,
+        ),
+        param_body_limit: cx.size(
+            &file.server.param_body_limit,
+            "param_body_limit",
+            DEFAULT_PARAM_BODY_LIMIT,
+        ),
+        param_body_timeout: cx.duration(
+            &file.server.param_body_timeout,
+            "param_body_timeout",
+            DEFAULT_PARAM_BODY_TIMEOUT,
+        ),
+    };
+    let log = LogSettings {
+        access_log: match file.log.access_log.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some(p) => AccessLogTarget::File(p.into()),
+        },
+        access_format: file.log.access_format.unwrap_or_default(),
+    };
+    let mut pools = Vec::new();
+    for (name, p) in &file.pools {
+        pools.push(pool(&mut cx, name, p));
+    }
+    let routes = routes(&mut cx, &file.routes, &listeners, &pools);
+    if cx.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            listeners,
+            server,
+            log,
+            pools,
+            routes,
+        })
+    } else {
+        cx.errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> {
+    let mut out: Vec<Listener> = Vec::new();
+    if file.is_empty() {
+        cx.err(
+            0..0,
+            "no [[listeners]] defined; add one, e.g. [[listeners]] addr = \"127.0.0.1:8080\"",
+        );
+    }
+    for l in file {
+        let l = l.get_ref();
+        let addr = match l.addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                cx.err(
+                    l.addr.span(),
+                    format!(
+                        "listener addr {:?} is not an IP:port address, e.g. \"0.0.0.0:8080\"",
+                        l.addr.get_ref()
+                    ),
+                );
+                continue;
+            }
+        };
+        if out.iter().any(|o| o.addr == addr) {
+            cx.err(
+                l.addr.span(),
+                format!("listener address {addr} is used twice"),
+            );
+        }
+        let name: Arc<str> = match &l.name {
+            Some(n) => {
+                if out.iter().any(|o| *o.name == **n.get_ref()) {
+                    cx.err(
+                        n.span(),
+                        format!("listener name `{}` is used twice", n.get_ref()),
+                    );
+                }
+                n.get_ref().as_str().into()
+            }
+            None => addr.to_string().into(),
+        };
+        let mut trusted = Vec::new();
+        for t in &l.trusted_proxies {
+            let s = t.get_ref();
+            match s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(n) => trusted.push(n),
+                Err(_) => cx.err(t.span(), format!("trusted_proxies entry {s:?} is not an IP address or CIDR, e.g. \"10.0.0.0/8\"")),
+            }
+        }
+        out.push(Listener {
+            name,
+            addr,
+            trusted_proxies: trusted,
+        });
+    }
+    out
+}
+
+fn pool(cx: &mut Ctx<'_>, name: &SpanStr, p: &Spanned<FilePool>) -> PoolConfig {
+    let span = p.span();
+    let p = p.get_ref();
+    if p.servers.is_empty() {
+        cx.err(
+            span,
+            format!(
+                "pool `{}` has no servers; add at least one to `servers`",
+                name.get_ref()
+            ),
+        );
+    }
+    let mut servers = Vec::new();
+    for s in &p.servers {
+        let entry = s.get_ref();
+        if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+            cx.err(
+                s.span(),
+                format!(
+                    "server weight {} is out of range; use 1 to {MAX_WEIGHT}",
+                    entry.weight
+                ),
+            );
+        }
+        match resolve(&entry.addr) {
+            Some(addr) => servers.push(ServerConfig { addr, weight: entry.weight.clamp(1, MAX_WEIGHT) }),
+            None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve", entry.addr)),
+        }
+    }
+    PoolConfig {
+        name: name.get_ref().as_str().into(),
+        servers,
+        balance: p.balance,
+        connect_timeout: cx.duration(
+            &p.connect_timeout,
+            "connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        read_timeout: cx.duration(&p.read_timeout, "read_timeout", DEFAULT_READ_TIMEOUT),
+        idle_timeout: cx.duration(&p.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        keepalive: p.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+    }
+}
+
+/// `IP:port`, or `name:port` resolved once here (never on the request path).
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Some(a);
+    }
+    addr.rsplit_once(':')?.1.parse::<u16>().ok()?;
+    addr.to_socket_addrs().ok()?.next()
+}
+
+fn routes(
+    cx: &mut Ctx<'_>,
+    file: &[Spanned<FileRoute>],
+    listeners: &[Listener],
+    pools: &[PoolConfig],
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut catch_all: Option<(&str, usize)> = None;
+    for r in file {
+        let route = r.get_ref();
+        let name = route.name.get_ref().as_str();
+        if let Some(line) = names.get(name) {
+            cx.err(route.name.span(), format!("duplicate route name `{name}` (first defined on line {line}); route names must be unique"));
+        }
+        let line = ConfigError::at(cx.path, cx.src, Some(route.name.span()), "").line;
+        names.entry(name).or_insert(line);
+        if let Some((first, at)) = catch_all {
+            cx.err(route.name.span(), format!("route `{name}` can never match: route `{first}` (line {at}) before it matches every request; move it above `{first}` or remove it"));
+        }
+        let pool = pools.iter().position(|p| *p.name == **route.pool.get_ref());
+        if pool.is_none() {
+            let defined: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
+            cx.err(
+                route.pool.span(),
+                format!(
+                    "route `{name}` uses pool `{}`, which is not defined; defined pools: {}",
+                    route.pool.get_ref(),
+                    if defined.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
+            );
+        }
+        let matcher = route
+            .matcher
+            .as_ref()
+            .map(|m| matcher(cx, m.get_ref(), listeners))
+            .unwrap_or_default();
+        if matcher.is_catch_all() && catch_all.is_none() {
+            catch_all = Some((name, line));
+        }
+        out.push(Route {
+            name: name.into(),
+            pool: pool.unwrap_or(0),
+            matcher,
+            timeout: route
+                .timeout
+                .as_ref()
+                .map(|_| cx.duration(&route.timeout, "timeout", Duration::ZERO)),
+            add_request_headers: header_pairs(cx, &route.add_request_headers),
+            remove_request_headers: route
+                .remove_request_headers
+                .iter()
+                .filter_map(|h| header_name(cx, h))
+                .collect(),
+            add_response_headers: header_pairs(cx, &route.add_response_headers),
+        });
+    }
+    out
+}
+
+fn matcher(cx: &mut Ctx<'_>, m: &FileMatch, listeners: &[Listener]) -> Matcher {
+    let list = |v: &Option<Spanned<super::file::StringList>>| {
+        v.as_ref().map(|s| (s.span(), s.get_ref().0.clone()))
+    };
+    let mut out = Matcher::default();
+    if let Some((span, names)) = list(&m.listener) {
+        for n in names {
+            match listeners.iter().position(|l| *l.name == *n) {
+                Some(i) => out.listeners.push(i),
+                None => {
+                    let known: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
+                    cx.err(
+                        span.clone(),
+                        format!(
+                            "listener `{n}` is not defined; defined listeners: {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let Some((_, hosts)) = list(&m.host) {
+        out.hosts = hosts.iter().map(|h| HostMatch::parse(h)).collect();
+    }
+    for (key, v, dst) in [
+        ("path", &m.path, &mut out.paths),
+        ("path_prefix", &m.path_prefix, &mut out.prefixes),
+    ] {
+        if let Some((span, paths)) = list(v) {
+            if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
+                cx.err(span, format!("`{key}` value {bad:?} must start with `/`"));
+            }
+            *dst = paths;
+        }
+    }
+    if let Some((span, res)) = list(&m.path_regex) {
+        out.regex = path_regex(cx, span, &res);
+    }
+    if let Some((span, methods)) = list(&m.method) {
+        for s in methods {
+            match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+                Ok(me) => out.methods.push(me),
+                Err(_) => cx.err(span.clone(), format!("{s:?} is not an HTTP method")),
+            }
+        }
+    }
+    for (name, v) in &m.query {
+        let vm = match v.get_ref() {
+            QueryValue::Present => ValueMatch::Present,
+            QueryValue::Values(vs) => ValueMatch::AnyOf(vs.clone()),
+        };
+        out.query.push((name.get_ref().clone(), vm));
+    }
+    for (name, v) in &m.header {
+        if let Some(h) = header_name(cx, name) {
+            out.headers.push((h, v.get_ref().0.clone()));
+        }
+    }
+    for (name, v) in &m.param {
+        out.params
+            .push((name.get_ref().clone(), v.get_ref().0.clone()));
+    }
+    out
+}
+
+/// Each pattern must match the whole path; all compile into one anchored alternation.
+fn path_regex(cx: &mut Ctx<'_>, span: Range<usize>, res: &[String]) -> Option<Regex> {
+    let mut ok = true;
+    for r in res {
+        if let Err(e) = Regex::new(r) {
+            ok = false;
+            let detail = e.to_string().lines().last().unwrap_or("").trim().to_owned();
+            cx.err(
+                span.clone(),
+                format!("path_regex {r:?} does not compile: {detail}"),
+            );
+        }
+    }
+    let joined: Vec<String> = res.iter().map(|r| format!("(?:{r})")).collect();
+    ok.then(|| Regex::new(&format!("^(?:{})$", joined.join("|"))).ok())
+        .flatten()
+}
+
+fn header_name(cx: &mut Ctx<'_>, n: &SpanStr) -> Option<HeaderName> {
+    match HeaderName::from_bytes(n.get_ref().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            cx.err(
+                n.span(),
+                format!("{:?} is not a valid header name", n.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn header_pairs(
+    cx: &mut Ctx<'_>,
+    map: &std::collections::BTreeMap<SpanStr, SpanStr>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Some(name) = header_name(cx, k) else {
+            continue;
+        };
+        match HeaderValue::from_str(v.get_ref()) {
+            Ok(val) => out.push((name, val)),
+            Err(_) => cx.err(
+                v.span(),
+                format!(
+                    "{:?} is not a valid header value (control characters are not allowed)",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// hyper needs room for at least 8 KiB of request head.
+fn header_bytes(cx: &mut Ctx<'_>, v: &Option<Spanned<u64>>) -> usize {
+    let n = cx.size(v, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES);
+    if n < MIN_HEADER_BYTES {
+        if let Some(v) = v {
+            cx.err(
+                v.span(),
+                format!("`max_header_bytes` must be at least {MIN_HEADER_BYTES}"),
+            );
+        }
+        return DEFAULT_MAX_HEADER_BYTES;
+    }
+    n
+}

@@ -1,0 +1,113 @@
+//! The `switchyard` binary: parse arguments, set up logging, load the config, then
+//! either check it (`--check`) or bind and serve until SIGINT/SIGTERM.
+//! Exit codes: 0 ok, 64 bad config, 1 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// A reverse proxy and load balancer that routes requests to named pools.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file.
+    #[arg(short, long, default_value = "config/switchyard.toml")]
+    config: PathBuf,
+    /// Validate the config, print a summary and exit (like `nginx -t`).
+    #[arg(short = 't', long)]
+    check: bool,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    /// Overrides RUST_LOG; default info.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Diagnostics as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match &args.log_level {
+        Some(l) => EnvFilter::try_new(l),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("switchyard: bad log filter: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+
+    let config = match switchyard::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    if args.check {
+        print!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let listeners = switchyard::bind(&config).await?;
+        switchyard::run(listeners, config, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "switchyard failed");
+            eprintln!("switchyard: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

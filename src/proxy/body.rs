@@ -1,0 +1,239 @@
+//! The two streaming bodies of a proxied exchange. Neither buffers more than one frame
+//! (plus the bounded look-ahead of the `param` body look, replayed first).
+//!
+//! - [`RequestBody`]: client → upstream. Replays look-ahead frames, then the live
+//!   stream; fails if the client pauses longer than `body_timeout`; counts bytes.
+//! - [`ProxyBody`]: upstream (or the proxy itself) → client. Enforces the route's total
+//!   deadline, counts bytes, and on completion (or drop) releases the in-flight guard
+//!   and submits the access-log record.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::error::BodyError;
+use crate::access::{AccessLog, AccessRecord};
+use crate::upstream::InFlight;
+
+/// Client request body on its way upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    replay: VecDeque<Frame<Bytes>>,
+    live: Option<Incoming>,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl RequestBody {
+    /// `replay` frames (already counted in `bytes`) go first, then `live`.
+    pub fn new(
+        replay: VecDeque<Frame<Bytes>>,
+        live: Option<Incoming>,
+        idle: Duration,
+        bytes: Arc<AtomicU64>,
+    ) -> Self {
+        RequestBody {
+            replay,
+            live,
+            idle,
+            timer: None,
+            bytes,
+        }
+    }
+
+    /// An empty body (for error paths and tests).
+    pub fn empty() -> Self {
+        Self::new(VecDeque::new(), None, Duration::MAX, Arc::default())
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(f) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        let Some(live) = this.live.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(live).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                this.timer = None;
+                if let Some(d) = f.data_ref() {
+                    this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            Poll::Ready(None) => {
+                this.live = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::ClientTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.replay.is_empty() && self.live.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self
+            .replay
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        let live = self
+            .live
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+        let mut hint = SizeHint::new();
+        // Upper first: `set_lower` asserts lower <= upper.
+        if let Some(u) = live.upper() {
+            hint.set_upper(u + buffered);
+        }
+        hint.set_lower(live.lower() + buffered);
+        hint
+    }
+}
+
+/// Work left for when the response body ends: release the endpoint, log the request.
+#[derive(Debug)]
+pub struct Finish {
+    pub record: Option<AccessRecord>,
+    pub log: Option<Arc<AccessLog>>,
+    pub bytes_in: Arc<AtomicU64>,
+    pub started: Instant,
+    pub in_flight: Option<InFlight>,
+}
+
+impl Finish {
+    fn complete(mut self, bytes_out: u64) {
+        drop(self.in_flight.take());
+        if let (Some(mut rec), Some(log)) = (self.record.take(), self.log.take()) {
+            rec.bytes_out = bytes_out;
+            rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            rec.total_time = self.started.elapsed();
+            log.submit(rec);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Source {
+    Fixed(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// Response body sent to the client.
+#[derive(Debug)]
+pub struct ProxyBody {
+    source: Source,
+    deadline: Option<Pin<Box<Sleep>>>,
+    bytes: u64,
+    finish: Option<Finish>,
+}
+
+impl ProxyBody {
+    /// A body the proxy writes itself (error messages).
+    pub fn fixed(b: impl Into<Bytes>) -> Self {
+        ProxyBody {
+            source: Source::Fixed(Some(b.into())),
+            deadline: None,
+            bytes: 0,
+            finish: None,
+        }
+    }
+
+    pub fn upstream(b: Incoming, deadline: Option<Instant>) -> Self {
+        ProxyBody {
+            source: Source::Upstream(b),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            bytes: 0,
+            finish: None,
+        }
+    }
+
+    pub fn set_finish(&mut self, f: Finish) {
+        self.finish = Some(f);
+    }
+
+    fn done(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f.complete(self.bytes);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(d) = this.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            tracing::warn!("route timeout expired while streaming the response; aborting");
+            this.done();
+            return Poll::Ready(Some(Err(BodyError::Deadline)));
+        }
+        let res = match &mut this.source {
+            Source::Fixed(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(inc) => Pin::new(inc).poll_frame(cx).map_err(BodyError::Upstream),
+        };
+        match &res {
+            Poll::Ready(Some(Ok(f))) => this.bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Poll::Ready(_) => this.done(),
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Fixed(b) => b.is_none(),
+            Source::Upstream(inc) => inc.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Fixed(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Source::Upstream(inc) => inc.size_hint(),
+        }
+    }
+}

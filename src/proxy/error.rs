@@ -1,0 +1,105 @@
+//! `ProxyError`: every way a proxied request can fail, who is to blame, and the one
+//! place that maps it to a status code.
+
+use http::StatusCode;
+
+/// Who caused a failure (pingora's `ErrorSource`): decides log level and status class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("pool has no servers")]
+    NoServer,
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("client request body was malformed or cut off")]
+    ClientBody,
+    #[error("client sent its request body too slowly")]
+    ClientBodyTimeout,
+    #[error("cannot connect to upstream")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream connection failed")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+}
+
+/// Errors raised inside the streaming bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("client body read failed")]
+    Client(#[source] hyper::Error),
+    #[error("client sent no body data for too long")]
+    ClientTimeout,
+    #[error("upstream body read failed")]
+    Upstream(#[source] hyper::Error),
+    #[error("route timeout expired while streaming the response")]
+    Deadline,
+}
+
+impl ProxyError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::UriTooLong
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBody
+            | ProxyError::ClientBodyTimeout => Blame::Client,
+            ProxyError::NoServer => Blame::Internal,
+            ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_) => {
+                Blame::Upstream
+            }
+        }
+    }
+
+    /// Classify a client error from hyper-util: a failed connect (refused, or timed out
+    /// → 504), a body error of ours (the client's fault), or an upstream failure.
+    pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        let mut timed_out = false;
+        while let Some(s) = src {
+            if let Some(b) = s.downcast_ref::<BodyError>() {
+                match b {
+                    BodyError::Client(_) => return ProxyError::ClientBody,
+                    BodyError::ClientTimeout => return ProxyError::ClientBodyTimeout,
+                    _ => {}
+                }
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            src = s.source();
+        }
+        if timed_out {
+            ProxyError::Timeout
+        } else if e.is_connect() {
+            ProxyError::Connect(e)
+        } else {
+            ProxyError::Upstream(e)
+        }
+    }
+}
+
+impl From<&ProxyError> for StatusCode {
+    fn from(e: &ProxyError) -> Self {
+        match e {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
