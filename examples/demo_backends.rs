@@ -16,7 +16,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let text = if path == "/api/method/ping" {
         "{\"message\":\"pong\"}\n".to_owned()
@@ -26,7 +29,12 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<F
             s.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
         }
         s.push('\n');
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         s.push_str(&String::from_utf8_lossy(&body));
         s
     } else if path.contains("query_report") || path.contains("reportview") {
@@ -36,20 +44,27 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<F
         format!("{name}: {} {path}\n", req.method())
     };
     let mut resp = Response::new(Full::new(Bytes::from(text)));
-    resp.headers_mut().insert("x-backend", hyper::header::HeaderValue::from_static(name));
+    resp.headers_mut()
+        .insert("x-backend", hyper::header::HeaderValue::from_static(name));
     Ok(resp)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let servers = [("primary-1", 8001), ("primary-2", 8002), ("secondary", 8003)];
+    let servers = [
+        ("primary-1", 8001),
+        ("primary-2", 8002),
+        ("secondary", 8003),
+    ];
     let mut tasks = Vec::new();
     for (name, port) in servers {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         println!("{name} listening on 127.0.0.1:{port}");
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(name, req));
                     let _ = auto::Builder::new(TokioExecutor::new())

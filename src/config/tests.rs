@@ -1,1 +1,154 @@
+//! One test per kind of config error, each asserting the line and column.
 
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"
+[[listeners]]
+addr = "127.0.0.1:8080"
+
+[pools.primary]
+servers = ["127.0.0.1:8001", { addr = "127.0.0.1:8002", weight = 2 }]
+
+[pools.secondary]
+servers = ["127.0.0.1:8003"]
+"#;
+
+fn errors(extra: &str) -> Vec<ConfigError> {
+    match parse(Path::new("t.toml"), &format!("{BASE}{extra}")) {
+        Ok(_) => panic!("config should be refused:\n{extra}"),
+        Err(e) => e.0,
+    }
+}
+
+/// (line, col, message) of the single error `extra` causes; lines count from BASE's start.
+fn one(extra: &str) -> (usize, usize, String) {
+    let e = errors(extra);
+    assert_eq!(e.len(), 1, "expected one error, got {e:?}");
+    (e[0].line, e[0].col, e[0].msg.clone())
+}
+
+#[test]
+fn valid_config_loads_with_defaults() {
+    let c = parse(
+        Path::new("t.toml"),
+        &format!("{BASE}\n[[routes]]\nname = \"d\"\npool = \"primary\"\n"),
+    )
+    .unwrap();
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools[0].servers[1].weight, 2);
+    assert_eq!(c.server.param_body_limit, DEFAULT_PARAM_BODY_LIMIT);
+    assert_eq!(c.pools[0].read_timeout, DEFAULT_READ_TIMEOUT);
+    assert_eq!(&*c.listeners[0].name, "127.0.0.1:8080");
+    assert!(
+        c.summary()
+            .contains("route 1 d -> pool primary (every request)")
+    );
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let (line, col, msg) = one("\n[[routes]]\nname = \"x\npool = \"primary\"\n");
+    assert_eq!((line, col), (12, 10), "{msg}");
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let (line, col, msg) =
+        one("\n[[routes]]\nname = \"x\"\npool = \"primary\"\nupstream = \"y\"\n");
+    assert_eq!((line, col), (14, 1), "{msg}");
+    assert!(msg.contains("unknown field `upstream`"), "{msg}");
+}
+
+#[test]
+fn unknown_pool_names_the_defined_ones() {
+    let (line, col, msg) = one("\n[[routes]]\nname = \"reports\"\npool = \"secundary\"\n");
+    assert_eq!((line, col), (13, 8));
+    assert_eq!(
+        msg,
+        "route `reports` uses pool `secundary`, which is not defined; defined pools: primary, secondary"
+    );
+}
+
+#[test]
+fn empty_pool_is_refused() {
+    let (line, _, msg) = one("\n[pools.empty]\nservers = []\n");
+    assert_eq!(line, 11, "{msg}");
+    assert!(msg.contains("pool `empty` has no servers"), "{msg}");
+}
+
+#[test]
+fn bad_server_address_is_refused() {
+    let (line, col, msg) = one("\n[pools.bad]\nservers = [\"10.0.0.1\"]\n");
+    assert_eq!((line, col), (12, 12), "{msg}");
+    assert!(msg.contains("not host:port"), "{msg}");
+}
+
+#[test]
+fn bad_listener_address_is_refused() {
+    let (line, col, msg) = one("\n[[listeners]]\naddr = \"localhost\"\n");
+    assert_eq!((line, col), (12, 8), "{msg}");
+}
+
+#[test]
+fn bad_regex_is_refused() {
+    let (line, col, msg) =
+        one("\n[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path_regex = \"/api/(\"\n");
+    assert_eq!((line, col), (14, 20), "{msg}");
+    assert!(msg.contains("does not compile"), "{msg}");
+}
+
+#[test]
+fn duplicate_route_name_is_refused() {
+    let (line, col, msg) = one(
+        "\n[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path = \"/a\"\n[[routes]]\nname = \"r\"\npool = \"primary\"\n",
+    );
+    assert_eq!((line, col), (16, 8), "{msg}");
+    assert!(
+        msg.contains("duplicate route name `r` (first defined on line 12)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn route_after_catch_all_is_unreachable() {
+    let (line, col, msg) = one(
+        "\n[[routes]]\nname = \"all\"\npool = \"primary\"\n[[routes]]\nname = \"late\"\npool = \"secondary\"\nmatch.path = \"/x\"\n",
+    );
+    assert_eq!((line, col), (15, 8), "{msg}");
+    assert!(msg.contains("route `late` can never match"), "{msg}");
+}
+
+#[test]
+fn bad_duration_is_refused() {
+    let (line, col, msg) =
+        one("\n[[routes]]\nname = \"r\"\npool = \"primary\"\ntimeout = \"10 parsecs\"\n");
+    assert_eq!((line, col), (14, 11), "{msg}");
+    assert!(msg.contains("is not a duration"), "{msg}");
+}
+
+#[test]
+fn unknown_balance_policy_is_refused() {
+    let (line, col, msg) = one("\n[pools.x]\nservers = [\"127.0.0.1:1\"]\nbalance = \"fastest\"\n");
+    assert_eq!((line, col), (13, 11), "{msg}");
+    assert!(msg.contains("round_robin"), "{msg}");
+}
+
+#[test]
+fn unknown_listener_in_route_is_refused() {
+    let (line, _, msg) =
+        one("\n[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.listener = \"admin\"\n");
+    assert_eq!(line, 14, "{msg}");
+    assert!(msg.contains("listener `admin` is not defined"), "{msg}");
+}
+
+#[test]
+fn all_semantic_errors_are_reported_at_once() {
+    let e = errors(
+        "\n[[routes]]\nname = \"a\"\npool = \"nope\"\ntimeout = \"x\"\nmatch.path_regex = \"(\"\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![13, 14, 15]);
+}

@@ -1,0 +1,342 @@
+//! Test helpers: real HTTP backends on 127.0.0.1:0, the real proxy started in-process
+//! through `switchyard::run`, a pooled HTTP client, a raw-socket client for malformed
+//! requests, and a bounded `eventually`.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One request as a backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+    pub body_digest: u64,
+    /// The body, if at most 1 MiB.
+    pub body: Option<Bytes>,
+}
+
+/// FNV-1a over a byte stream, to compare large bodies without keeping them.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(pub u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Digest {
+    pub fn update(&mut self, data: &[u8]) {
+        for b in data {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    pub fn of(data: &[u8]) -> u64 {
+        let mut d = Digest::default();
+        d.update(data);
+        d.0
+    }
+}
+
+/// A pattern byte stream of `len` bytes, in 64 KiB chunks.
+pub fn pattern_chunks(len: usize) -> impl Iterator<Item = Bytes> {
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let chunk = Bytes::from(chunk);
+    let mut left = len;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(chunk.len());
+        left -= n;
+        Some(chunk.slice(..n))
+    })
+}
+
+/// An HTTP backend on 127.0.0.1:0 that answers with its name and records requests.
+/// Paths: `/slow?ms=N` waits; `/big?mb=N` streams N MiB; `/status?code=N`; anything
+/// else answers `name` with header `x-backend: name`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+fn query_num(target: &str, key: &str) -> Option<u64> {
+    let q = target.split_once('?')?.1;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let headers = req.headers().clone();
+    let mut body = req.into_body();
+    let (mut len, mut digest, mut kept) = (0u64, Digest::default(), Vec::new());
+    while let Some(Ok(f)) = body.frame().await {
+        if let Some(d) = f.data_ref() {
+            len += d.len() as u64;
+            digest.update(d);
+            if kept.len() <= 1 << 20 {
+                kept.extend_from_slice(d);
+            }
+        }
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    seen.lock().unwrap().push(Seen {
+        method,
+        target: target.clone(),
+        headers,
+        body_len: len,
+        body_digest: digest.0,
+        body: (len <= 1 << 20).then(|| Bytes::from(kept)),
+    });
+    if let Some(ms) = query_num(&target, "ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = if let Some(mb) = query_num(&target, "mb") {
+        let stream = futures_util::stream::iter(
+            pattern_chunks(mb as usize * 1024 * 1024).map(|c| Ok::<_, Infallible>(Frame::data(c))),
+        );
+        Response::new(BodyExt::boxed(StreamBody::new(stream)))
+    } else if target.starts_with("/sink") {
+        Response::new(Full::new(Bytes::from(format!("{len} {}", digest.0))).boxed())
+    } else {
+        Response::new(Full::new(Bytes::from(name.to_string())).boxed())
+    };
+    if let Some(code) = query_num(&target, "code") {
+        *resp.status_mut() = StatusCode::from_u16(code as u16).unwrap();
+    }
+    resp.headers_mut()
+        .insert("x-backend", name.parse().unwrap());
+    Ok(resp)
+}
+
+impl Backend {
+    pub async fn spawn(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel();
+        let (n, h, s) = (Arc::<str>::from(name), hits.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let (n, h, s) = (n.clone(), h.clone(), s.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(n.clone(), h.clone(), s.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_owned(),
+            hits,
+            seen,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw no request")
+    }
+
+    /// Stop accepting; the port is closed when this returns.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// The proxy, running in-process on its own listeners.
+pub struct Proxy {
+    pub addrs: Vec<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    /// Start with `toml`, in which `{listen}` (or `{listen0}`, `{listen1}`, …) is
+    /// replaced by a freshly bound 127.0.0.1 port. The access log is off unless the
+    /// config sets `[log]`.
+    pub async fn start(toml: &str) -> Proxy {
+        let n = (0..8)
+            .take_while(|i| toml.contains(&format!("{{listen{i}}}")))
+            .count()
+            .max(1);
+        let mut listeners = Vec::new();
+        let mut text = toml.to_owned();
+        for i in 0..n {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap().to_string();
+            text = text.replace(&format!("{{listen{i}}}"), &a);
+            if i == 0 {
+                text = text.replace("{listen}", &a);
+            }
+            listeners.push(l);
+        }
+        if !text.contains("[log]") {
+            text.push_str("\n[log]\naccess_log = \"off\"\n");
+        }
+        let config = switchyard::config::parse(Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(switchyard::run(listeners, config, async move {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addrs,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Signal shutdown and wait (bounded) for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("proxy did not stop")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Got {
+    let resp = tokio::time::timeout(WAIT, client().request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body failed").to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(url: &str) -> Got {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+pub async fn post(url: &str, content_type: &str, body: impl Into<Bytes>) -> Got {
+    send(
+        Request::post(url)
+            .header("content-type", content_type)
+            .body(Full::new(body.into()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Write raw bytes, then read until the proxy closes the connection (bounded).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Poll `f` until it returns true, for at most `WAIT`.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not reached within {WAIT:?}: {what}");
+}
