@@ -1,0 +1,327 @@
+//! The `switchyard` binary itself: `--check`, graceful shutdown on SIGTERM, and flat
+//! memory while large bodies stream through it (peak RSS from /proc).
+
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn write_config(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::new(text)
+}
+
+/// A tiny temp-file helper (no extra crate): removed on drop.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static N: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn new(text: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "switchyard-test-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::write(&p, text).unwrap();
+            TempPath(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn check(text: &str) -> (i32, String, String) {
+    let cfg = write_config(text);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .arg("--check")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_shipped_configs_and_prints_summary() {
+    for file in ["config/switchyard.toml", "examples/erpnext.toml"] {
+        let out = Command::new(BIN)
+            .args(["--config", file, "--check"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("listener public on"), "{stdout}");
+        assert!(
+            stdout.contains("route 1 reports-cmd -> pool secondary"),
+            "{stdout}"
+        );
+    }
+    let v = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("switchyard "));
+}
+
+#[test]
+fn check_reports_every_kind_of_bad_config_with_line_and_column() {
+    let base = "[[listeners]]\naddr = \"127.0.0.1:8080\"\n[pools.primary]\nservers = [\"127.0.0.1:8001\"]\n";
+    let cases = [
+        (
+            "syntax",
+            "[[routes]]\nname = \"r\npool = \"primary\"\n",
+            ":6:10: invalid basic string",
+        ),
+        (
+            "unknown pool",
+            "[[routes]]\nname = \"reports\"\npool = \"secundary\"\n",
+            ":7:8: route `reports` uses pool `secundary`, which is not defined; defined pools: primary",
+        ),
+        (
+            "empty pool",
+            "[pools.none]\nservers = []\n",
+            ":5:1: pool `none` has no servers",
+        ),
+        (
+            "bad address",
+            "[pools.x]\nservers = [\"nowhere\"]\n",
+            ":6:12: server address \"nowhere\" is not host:port",
+        ),
+        (
+            "bad regex",
+            "[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path_regex = \"[\"\n",
+            ":8:20: path_regex \"[\" does not compile",
+        ),
+        (
+            "duplicate route",
+            "[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path = \"/a\"\n[[routes]]\nname = \"r\"\npool = \"primary\"\n",
+            ":10:8: duplicate route name `r`",
+        ),
+        (
+            "unreachable",
+            "[[routes]]\nname = \"all\"\npool = \"primary\"\n[[routes]]\nname = \"late\"\npool = \"primary\"\n",
+            ":9:8: route `late` can never match",
+        ),
+        (
+            "bad duration",
+            "[pools.x]\nservers = [\"127.0.0.1:1\"]\nread_timeout = \"soon\"\n",
+            ":7:16: `read_timeout` = \"soon\" is not a duration",
+        ),
+        (
+            "unknown key",
+            "[pools.x]\nservers = [\"127.0.0.1:1\"]\nretries = 3\n",
+            ":7:1: unknown field `retries`",
+        ),
+    ];
+    for (what, extra, want) in cases {
+        let (code, _, stderr) = check(&format!("{base}{extra}"));
+        assert_eq!(code, 64, "{what}: {stderr}");
+        assert!(stderr.contains(want), "{what}: want {want:?} in\n{stderr}");
+        assert!(
+            stderr.contains("switchyard-test-"),
+            "{what}: file name missing: {stderr}"
+        );
+    }
+    let (code, _, stderr) = check(
+        "[[listeners]]\naddr = \"x\"\n[[routes]]\nname = \"a\"\npool = \"b\"\ntimeout = \"1 fortnight\"\n",
+    );
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("3 errors in config"),
+        "all errors at once: {stderr}"
+    );
+    let (code, _, stderr) = check_missing();
+    assert_eq!(code, 64);
+    assert!(stderr.contains("cannot read config file"), "{stderr}");
+}
+
+fn check_missing() -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/switchyard.toml", "--check"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::new(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The binary on a free port, killed on drop.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    _cfg: tempfile_path::TempPath,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    async fn start(backend: SocketAddr) -> Running {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let cfg = write_config(&format!(
+            "[[listeners]]\naddr = \"{addr}\"\n[server]\ndrain_timeout = \"10s\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+        ));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(cfg.path())
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        eventually("switchyard accepts connections", || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        Running {
+            child,
+            addr,
+            _cfg: cfg,
+        }
+    }
+
+    fn url(&self, p: &str) -> String {
+        format!("http://{}{p}", self.addr)
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_request() {
+    let b = Backend::spawn("b").await;
+    let mut proxy = Running::start(b.addr).await;
+    let slow = tokio::spawn(get_owned(proxy.url("/slow?ms=1500")));
+    eventually("backend received the slow request", || async {
+        b.hits() == 1
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let addr = proxy.addr;
+    eventually("listener closed after SIGTERM", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let got = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "b"));
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "switchyard did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn get_owned(url: String) -> Got {
+    get(&url).await
+}
+
+#[tokio::test]
+async fn large_bodies_stream_at_flat_memory() {
+    const MIB: usize = 1024 * 1024;
+    let b = Backend::spawn("b").await;
+    let proxy = Running::start(b.addr).await;
+    // Warm up: connection pools, allocator arenas.
+    assert_eq!(get(&proxy.url("/big?mb=1")).await.status, 200);
+    let before = proxy.peak_rss_kib();
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let resp = client
+        .get(proxy.url("/big?mb=64").parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (mut got, mut digest) = (0usize, Digest::default());
+    while let Some(f) = body.frame().await {
+        if let Some(d) = f.unwrap().data_ref() {
+            got += d.len();
+            digest.update(d);
+        }
+    }
+    let mut want = Digest::default();
+    pattern_chunks(64 * MIB).for_each(|c| want.update(&c));
+    assert_eq!(
+        (got, digest.0),
+        (64 * MIB, want.0),
+        "download arrived whole"
+    );
+
+    let stream = futures_util::stream::iter(
+        pattern_chunks(64 * MIB)
+            .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(c))),
+    );
+    let req = Request::post(proxy.url("/sink"))
+        .body(http_body_util::StreamBody::new(stream))
+        .unwrap();
+    let up = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = up.request(req).await.unwrap();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        format!("{} {}", 64 * MIB, want.0),
+        "upload arrived whole"
+    );
+
+    let growth_mib = (proxy.peak_rss_kib().saturating_sub(before)) / 1024;
+    let _ = std::io::stderr()
+        .write_all(format!("peak RSS growth over 2 x 64 MiB: {growth_mib} MiB\n").as_bytes());
+    assert!(
+        growth_mib < 16,
+        "proxy peak RSS grew by {growth_mib} MiB while streaming 64 MiB each way"
+    );
+}

@@ -1,0 +1,389 @@
+//! Proxy behaviour through real sockets: forwarded headers, hop-by-hop removal,
+//! upstream failures, HTTP/2 cleartext, 1xx handling and request-smuggling hardening.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn one_pool(server: &str, extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n{extra}\n[pools.p]\nservers = [\"{server}\"]\nread_timeout = \"500ms\"\n[[routes]]\nname = \"all\"\npool = \"p\"\nadd_request_headers = {{ \"X-Added\" = \"yes\" }}\nremove_request_headers = [\"X-Drop\"]\nadd_response_headers = {{ \"X-Served-From\" = \"p\" }}\n"
+    )
+}
+
+#[tokio::test]
+async fn forwarded_headers_replace_untrusted_and_append_trusted() {
+    let b = Backend::spawn("b").await;
+    let untrusted = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let req = Request::get(untrusted.url("/x"))
+        .header("host", "erp.example.com")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .body(Full::default())
+        .unwrap();
+    send(req).await;
+    let h = b.last().headers;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "erp.example.com");
+    assert_eq!(h["host"], "erp.example.com", "Host is preserved");
+    untrusted.stop().await;
+
+    let trusted = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    let req = Request::get(trusted.url("/x"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    send(req).await;
+    let h = b.last().headers;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.7");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    trusted.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_reach_the_backend() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let resp = raw(
+        proxy.addr(),
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: Basic eA==\r\nX-Drop: 1\r\nX-Kept: 1\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("x-served-from: p"),
+        "{resp}"
+    );
+    let h = b.last().headers;
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "x-drop",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} reached the backend");
+    }
+    assert_eq!(h["x-kept"], "1");
+    assert_eq!(h["x-added"], "yes");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn dead_backend_is_502_and_silent_backend_is_504() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = Proxy::start(&one_pool(&dead_addr.to_string(), "")).await;
+    let got = get(&proxy.url("/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(
+        got.body,
+        "502 Bad Gateway: cannot connect to upstream (route all, pool p)\n"
+    );
+    proxy.stop().await;
+
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy = Proxy::start(&one_pool(&silent_addr.to_string(), "")).await;
+    let got = get(&proxy.url("/x")).await;
+    assert_eq!(got.status, 504);
+    assert!(
+        got.body
+            .starts_with("504 Gateway Timeout: upstream timed out"),
+        "{}",
+        got.body
+    );
+    proxy.stop().await;
+    hold.abort();
+}
+
+#[tokio::test]
+async fn route_timeout_cuts_a_slow_upstream() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\ntimeout = \"300ms\"\n",
+        b.addr
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/slow?ms=2000")).await.status, 504);
+    assert_eq!(get(&proxy.url("/fast")).await.status, 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(proxy.url("/h2?x=1"))
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "b");
+    let seen = b.last();
+    assert_eq!(seen.target, "/h2?x=1");
+    assert_eq!(seen.body.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        seen.headers["host"],
+        proxy.addr().to_string(),
+        "Host from the :authority"
+    );
+    proxy.stop().await;
+}
+
+/// A raw backend that sends `103 Early Hints` before its final response.
+#[tokio::test]
+async fn informational_response_is_not_taken_as_final() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal").await.unwrap();
+    });
+    let proxy = Proxy::start(&one_pool(&addr.to_string(), "")).await;
+    let got = get(&proxy.url("/x")).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "final"));
+    server.await.unwrap();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(
+        b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"));
+    s.write_all(b"hello").await.unwrap();
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(b.last().body.as_deref(), Some(&b"hello"[..]));
+    assert!(!b.last().headers.contains_key("expect"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_request_with_trailers_passes() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let resp = raw(
+        proxy.addr(),
+        b"POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(b.last().body.as_deref(), Some(&b"hello world"[..]));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn ambiguous_or_malformed_requests_are_400_and_never_forwarded() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let cases: [(&str, &[u8]); 7] = [
+        (
+            "differing CLs",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "malformed CL",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello",
+        ),
+        (
+            "CL list",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+        ),
+        (
+            "obs-fold",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-Long: a\r\n  folded\r\n\r\n",
+        ),
+        (
+            "bare CR",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+        ),
+        (
+            "NUL in field",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+        ),
+        (
+            "control byte",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\x01b\r\n\r\n",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let resp = raw(proxy.addr(), bytes).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp:?}");
+    }
+    for (what, bytes) in [
+        ("HTTP/0.9", &b"GET /x\r\n\r\n"[..]),
+        (
+            "bad request line",
+            &b"GET  /x  HTTP/1.1 extra\r\nHost: a\r\n\r\n"[..],
+        ),
+        (
+            "not HTTP",
+            &b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"[..],
+        ),
+    ] {
+        let resp = raw(proxy.addr(), bytes).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp:?}");
+    }
+    assert_eq!(b.hits(), 0, "a refused request reached the backend");
+
+    // A bad chunk size is found mid-body: the backend never sees a complete request.
+    let resp = raw(proxy.addr(), b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await;
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 400"),
+        "{resp:?}"
+    );
+    assert_eq!(
+        b.hits(),
+        0,
+        "a request with a broken body completed at the backend"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_header_is_431_and_oversized_target_is_414() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(
+        &b.addr.to_string(),
+        "[server]\nmax_header_bytes = 16384\nmax_uri_bytes = 4096",
+    ))
+    .await;
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let resp = raw(proxy.addr(), big.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp:?}");
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "p".repeat(5000)
+    );
+    let resp = raw(proxy.addr(), long.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 414"), "{resp:?}");
+    assert_eq!(b.hits(), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(
+        &b.addr.to_string(),
+        "[server]\nheader_timeout = \"300ms\"\nbody_timeout = \"300ms\"",
+    ))
+    .await;
+    // Slowloris: a header section that never ends.
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection with an unfinished header was not closed"
+    );
+    // A body that stalls half way.
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection with a stalled body was not closed"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert_eq!(
+        b.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.body_len == 100)
+            .count(),
+        0
+    );
+    proxy.stop().await;
+}
+
+/// hyper resolves Content-Length + Transfer-Encoding as RFC 9112 §6.3 allows: the body
+/// is read as chunked, Content-Length is dropped and the connection is closed after the
+/// response. The proxy re-frames upstream, so the backend can never disagree with the
+/// proxy about where the request ends (no smuggling), and no bytes after it are read.
+#[tokio::test]
+async fn content_length_with_chunked_cannot_smuggle() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let resp = raw(proxy.addr(), smuggle).await;
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "one response, then close: {resp:?}"
+    );
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp:?}"
+    );
+    let seen = b.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body_len, 0);
+    assert!(
+        !seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "0"
+    );
+    assert!(!seen.iter().any(|s| s.target == "/smuggled"));
+    proxy.stop().await;
+}
