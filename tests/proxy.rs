@@ -387,3 +387,48 @@ async fn content_length_with_chunked_cannot_smuggle() {
     assert!(!seen.iter().any(|s| s.target == "/smuggled"));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn access_log_writes_one_line_per_request() {
+    let b = Backend::spawn("b").await;
+    for (format, check) in [("combined", "combined"), ("json", "json")] {
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-access-{}-{format}.log",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let proxy = Proxy::start(&format!(
+            "[[listeners]]\naddr = \"{{listen}}\"\n[log]\naccess_log = \"{}\"\naccess_format = \"{format}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\nmatch.path_prefix = \"/in\"\n",
+            path.display(),
+            b.addr
+        ))
+        .await;
+        let req = Request::get(proxy.url("/in?q=1"))
+            .header("user-agent", "tester/1")
+            .header("referer", "http://r/")
+            .body(Full::default())
+            .unwrap();
+        send(req).await;
+        get(&proxy.url("/out")).await;
+        proxy.stop().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        if check == "combined" {
+            assert!(lines[0].starts_with("127.0.0.1 - - ["), "{text}");
+            assert!(lines[0].contains("\"GET /in?q=1 HTTP/1.1\" 200 1 \"http://r/\" \"tester/1\" route=all pool=p upstream="), "{text}");
+            assert!(lines[1].contains("\"GET /out HTTP/1.1\" 404 "), "{text}");
+            assert!(
+                lines[1].contains("route=- pool=- upstream=- upstream_time=-"),
+                "{text}"
+            );
+        } else {
+            let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+            assert_eq!(v["status"], 200);
+            assert_eq!(v["route"], "all");
+            assert_eq!(v["server"], b.addr.to_string());
+            assert_eq!(v["user_agent"], "tester/1");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}

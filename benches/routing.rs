@@ -1,0 +1,104 @@
+//! Route matching over a realistic 20-route Frappe-style table (built from TOML, as in
+//! production), plus one balancer pick. Run: `cargo bench --bench routing`.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Method};
+use switchyard::routing::{BodyParams, BodyState, RequestView, RouteTable, decode_path};
+
+fn table() -> (RouteTable, switchyard::config::Config) {
+    let mut toml = String::from(
+        "[[listeners]]\naddr = \"127.0.0.1:8080\"\n[pools.primary]\nservers = [\"127.0.0.1:8001\", \"127.0.0.1:8002\"]\n[pools.secondary]\nservers = [\"127.0.0.1:8003\"]\n",
+    );
+    toml.push_str("[[routes]]\nname = \"reports-cmd\"\npool = \"secondary\"\nmatch.param.cmd = [\"frappe.desk.query_report.run\", \"frappe.desk.query_report.export_query\", \"frappe.desk.reportview.get\", \"frappe.desk.reportview.export_query\"]\n");
+    toml.push_str("[[routes]]\nname = \"reports-api\"\npool = \"secondary\"\nmatch.path_regex = '/api(/v1|/v2)?/method/(frappe\\.desk\\.query_report\\.(run|export_query)|frappe\\.desk\\.reportview\\.(get|get_list|get_count|export_query))/?'\n");
+    for i in 0..8 {
+        toml.push_str(&format!("[[routes]]\nname = \"site{i}\"\npool = \"primary\"\nmatch.host = [\"site{i}.example.com\", \"*.tenant{i}.example.com\"]\nmatch.path_prefix = \"/app\"\n"));
+    }
+    for i in 0..6 {
+        toml.push_str(&format!("[[routes]]\nname = \"api{i}\"\npool = \"primary\"\nmatch.path_prefix = \"/api/resource/Doc{i}\"\nmatch.method = [\"GET\", \"POST\"]\n"));
+    }
+    toml.push_str("[[routes]]\nname = \"tenant-hdr\"\npool = \"secondary\"\nmatch.header.x-tenant = \"gold\"\n");
+    toml.push_str("[[routes]]\nname = \"debug\"\npool = \"secondary\"\nmatch.query.debug = true\n");
+    toml.push_str("[[routes]]\nname = \"files\"\npool = \"primary\"\nmatch.path_regex = \"/files/.*\\\\.(pdf|png)\"\n");
+    toml.push_str("[[routes]]\nname = \"default\"\npool = \"primary\"\n");
+    let cfg =
+        switchyard::config::parse(Path::new("bench.toml"), &toml).expect("bench config is valid");
+    assert_eq!(cfg.routes.len(), 20);
+    (RouteTable::new(cfg.routes.clone()), cfg)
+}
+
+fn bench_route(c: &mut Criterion) {
+    let (t, cfg) = table();
+    let headers = HeaderMap::new();
+    let form = BodyParams {
+        json: false,
+        fields: vec![("cmd".into(), "frappe.desk.query_report.export_query".into())],
+    };
+    let cases: Vec<(&str, &str, Option<&str>, &Method, BodyState<'_>)> = vec![
+        (
+            "query-cmd-hit",
+            "/",
+            Some("cmd=frappe.desk.query_report.run"),
+            &Method::GET,
+            BodyState::Absent,
+        ),
+        (
+            "api-path-regex-hit",
+            "/api/method/frappe.desk.reportview.get",
+            None,
+            &Method::POST,
+            BodyState::Absent,
+        ),
+        (
+            "body-cmd-hit",
+            "/",
+            None,
+            &Method::POST,
+            BodyState::Parsed(&form),
+        ),
+        (
+            "transaction-default",
+            "/api/method/frappe.client.save",
+            None,
+            &Method::POST,
+            BodyState::Absent,
+        ),
+        (
+            "percent-encoded-path",
+            "/api/method/frappe%2Edesk.reportview.get",
+            None,
+            &Method::GET,
+            BodyState::Absent,
+        ),
+    ];
+    let mut g = c.benchmark_group("route/20");
+    for (name, path, query, method, body) in cases {
+        g.bench_with_input(BenchmarkId::from_parameter(name), &(), |b, _| {
+            b.iter(|| {
+                let p = decode_path(black_box(path));
+                let view = RequestView {
+                    listener: 0,
+                    method,
+                    host: Some("erp.example.com"),
+                    path: &p,
+                    query: black_box(query),
+                    headers: &headers,
+                    body,
+                };
+                black_box(t.route(&view, 0))
+            })
+        });
+    }
+    g.finish();
+
+    let snap = switchyard::state::Snapshot::build(&cfg, 1);
+    c.bench_function("pick/round_robin/2", |b| {
+        b.iter(|| black_box(snap.pools[0].pick().map(|e| e.addr)))
+    });
+}
+
+criterion_group!(benches, bench_route);
+criterion_main!(benches);
