@@ -71,6 +71,7 @@ pub async fn run(
             builder.clone(),
             stop_rx.clone(),
             config.server.drain_timeout,
+            config.server.max_header_bytes,
         )));
     }
     shutdown.await;

@@ -5,6 +5,7 @@
 mod body;
 mod error;
 mod forward;
+mod framing;
 mod headers;
 mod look;
 
@@ -68,6 +69,7 @@ pub async fn serve(
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
+    max_head: usize,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
@@ -103,7 +105,7 @@ pub async fn serve(
         });
         let fut = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(framing::Guarded::new(stream, max_head)), svc)
                 .into_owned(),
         );
         tokio::spawn(

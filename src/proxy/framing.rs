@@ -1,0 +1,356 @@
+//! A framing guard in front of hyper's HTTP/1 parser, for the two request-smuggling
+//! shapes hyper accepts as RFC 9112 §6.3 allows: `Content-Length` together with
+//! `Transfer-Encoding`, and `Content-Length` given more than once. A proxy should not
+//! guess (nginx and HAProxy answer 400), so the guard follows message boundaries
+//! (head, then fixed-length or chunked body) and holds back the bytes that would
+//! complete each request head until the whole head is checked. A clean head goes on
+//! unchanged. For a smuggling-shaped one hyper gets an invalid byte instead, answers
+//! `400 Bad Request` and closes, so the request never reaches a route. Anything else
+//! unusual (h2 preface, upgrades, parse errors) switches the guard to pass-through and
+//! hyper decides.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What hyper gets instead of the bytes that would complete a smuggling-shaped head:
+/// a NUL is invalid anywhere in a head, so hyper answers 400 and closes.
+const REFUSE: &[u8] = b"\0\r\n\r\n";
+/// Longest chunk-size or trailer line we follow before handing over to hyper.
+const MAX_LINE: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    Pass,
+    Refused,
+}
+
+/// The pure state machine: moves bytes from `input` to `output`, holding a head back
+/// until it has been checked.
+#[derive(Debug)]
+pub struct Framer {
+    state: State,
+    max_head: usize,
+    /// Bytes of the head in progress (at the start of `input`) already given to hyper.
+    released: usize,
+}
+
+impl Framer {
+    pub fn new(max_head: usize) -> Self {
+        Framer {
+            state: State::Head,
+            max_head,
+            released: 0,
+        }
+    }
+
+    /// Whether all further bytes go through unexamined.
+    pub fn is_pass(&self) -> bool {
+        self.state == State::Pass
+    }
+
+    /// Process as much of `input` as possible.
+    pub fn feed(&mut self, input: &mut BytesMut, output: &mut BytesMut) {
+        while !input.is_empty() {
+            let progressed = match self.state {
+                State::Pass => move_n(input, output, input.len()),
+                State::Refused => {
+                    input.clear();
+                    true
+                }
+                State::Head => self.head(input, output),
+                State::Length(n) => {
+                    let k = n.min(input.len() as u64);
+                    move_n(input, output, k as usize);
+                    self.state = if k == n {
+                        State::Head
+                    } else {
+                        State::Length(n - k)
+                    };
+                    true
+                }
+                State::ChunkData(n) => {
+                    let k = n.min(input.len() as u64);
+                    move_n(input, output, k as usize);
+                    self.state = if k == n {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(n - k)
+                    };
+                    true
+                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => self.line(input, output),
+            };
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn head(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(input) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if input.len() <= self.max_head => {
+                // No prefix of an unfinished head can finish it, so hyper may have it
+                // all now (its header timeout runs); only the completing bytes wait.
+                output.extend_from_slice(&input[self.released..]);
+                self.released = input.len();
+                return false;
+            }
+            _ => {
+                // Too large, malformed or too many fields: hyper's answer (431/400).
+                output.extend_from_slice(&input[self.released..]);
+                input.clear();
+                self.released = 0;
+                self.state = State::Pass;
+                return true;
+            }
+        };
+        let mut lengths = 0;
+        let (mut length, mut chunked, mut te, mut upgrade) = (None, false, false, false);
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+                chunked = h
+                    .value
+                    .trim_ascii()
+                    .to_ascii_lowercase()
+                    .ends_with(b"chunked");
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if (te && lengths > 0) || lengths > 1 {
+            output.extend_from_slice(REFUSE);
+            input.clear();
+            self.state = State::Refused;
+            return true;
+        }
+        let connect = req.method == Some("CONNECT");
+        output.extend_from_slice(&input[self.released..len]);
+        input.advance(len);
+        self.released = 0;
+        self.state = match (connect, te, chunked, length) {
+            (true, ..) => State::Pass,
+            _ if upgrade => State::Pass,
+            (_, true, true, _) => State::ChunkSize,
+            (_, true, false, _) => State::Pass,
+            (_, false, _, Some(n)) if n > 0 => State::Length(n),
+            (_, false, _, None) if lengths > 0 => State::Pass,
+            _ => State::Head,
+        };
+        true
+    }
+
+    /// Chunk-size line, the CRLF after chunk data, or a trailer line.
+    fn line(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            if input.len() > MAX_LINE {
+                self.state = State::Pass;
+                return true;
+            }
+            return false;
+        };
+        let line = &input[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.state = match self.state {
+            State::ChunkSize => {
+                let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
+                match std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| u64::from_str_radix(d.trim(), 16).ok())
+                {
+                    Some(0) => State::Trailers,
+                    Some(n) => State::ChunkData(n),
+                    None => State::Pass,
+                }
+            }
+            State::ChunkEnd if line.is_empty() => State::ChunkSize,
+            State::Trailers if line.is_empty() => State::Head,
+            State::Trailers => State::Trailers,
+            _ => State::Pass,
+        };
+        move_n(input, output, end + 1);
+        true
+    }
+}
+
+fn move_n(input: &mut BytesMut, output: &mut BytesMut, n: usize) -> bool {
+    output.extend_from_slice(&input[..n]);
+    input.advance(n);
+    n > 0
+}
+
+/// The client connection with a [`Framer`] on its read side; writes pass through.
+#[derive(Debug)]
+pub struct Guarded<S> {
+    inner: S,
+    framer: Framer,
+    input: BytesMut,
+    output: BytesMut,
+    eof: bool,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, max_head: usize) -> Self {
+        Guarded {
+            inner,
+            framer: Framer::new(max_head),
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            eof: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.output.is_empty() {
+                let n = this.output.len().min(buf.remaining());
+                buf.put_slice(&this.output[..n]);
+                this.output.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof || (this.framer.is_pass() && this.input.is_empty()) {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let old = this.input.len();
+            this.input.resize(old + READ_CHUNK, 0);
+            let mut rb = ReadBuf::new(&mut this.input[old..]);
+            let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            this.input.truncate(old + n);
+            ready!(res)?;
+            if n == 0 {
+                // EOF: whatever is held goes to hyper as it is.
+                this.eof = true;
+                let rest = this.input.split();
+                this.output.extend_from_slice(&rest);
+                continue;
+            }
+            this.framer.feed(&mut this.input, &mut this.output);
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `data` in pieces of `step` bytes; return what hyper would see.
+    fn run(data: &[u8], step: usize) -> (Vec<u8>, State) {
+        let mut f = Framer::new(65536);
+        let (mut input, mut output) = (BytesMut::new(), BytesMut::new());
+        for piece in data.chunks(step) {
+            input.extend_from_slice(piece);
+            f.feed(&mut input, &mut output);
+        }
+        (output.to_vec(), f.state)
+    }
+
+    #[test]
+    fn clean_pipelined_requests_pass_unchanged_at_any_split() {
+        let data: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        for step in [1, 2, 7, 64, data.len()] {
+            let (out, state) = run(data, step);
+            assert_eq!(out, data, "step {step}");
+            assert_eq!(state, State::Head, "step {step}");
+        }
+    }
+
+    #[test]
+    fn smuggling_heads_are_replaced() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                [..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        ] {
+            let (out, state) = run(bad, 3);
+            assert!(out.ends_with(REFUSE), "{out:?}");
+            assert!(
+                !out.ends_with(b"\r\n\r\n\0\r\n\r\n"),
+                "head never completed"
+            );
+            assert!(
+                httparse::Request::new(&mut [httparse::EMPTY_HEADER; 16])
+                    .parse(&out)
+                    .is_err()
+            );
+            assert_eq!(state, State::Refused);
+        }
+        // A bad head after a good one: the good one is released, the bad one is not.
+        let mut data = b"GET /ok HTTP/1.1\r\n\r\n".to_vec();
+        data.extend_from_slice(
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        );
+        let (out, _) = run(&data, 5);
+        assert!(out.starts_with(b"GET /ok HTTP/1.1\r\n\r\n"));
+        assert!(out.ends_with(REFUSE));
+    }
+
+    #[test]
+    fn h2_upgrades_and_garbage_pass_through() {
+        let (_, s) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0", 4);
+        assert_eq!(s, State::Pass);
+        let (_, s) = run(
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nframes",
+            4,
+        );
+        assert_eq!(s, State::Pass);
+        let (out, s) = run(b"GET\0 / HTTP/1.1\r\n\r\n", 4);
+        assert_eq!(
+            (out.as_slice(), s),
+            (&b"GET\0 / HTTP/1.1\r\n\r\n"[..], State::Pass)
+        );
+    }
+}
