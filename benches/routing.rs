@@ -94,9 +94,17 @@ fn bench_route(c: &mut Criterion) {
     }
     g.finish();
 
-    let snap = switchyard::state::Snapshot::build(&cfg, 1);
+    let metrics = std::sync::Arc::new(switchyard::metrics::Metrics::new());
+    let snap = switchyard::state::Snapshot::build(&cfg, 1, &mut Default::default(), metrics);
+    let view = &snap.views[0];
     c.bench_function("pick/round_robin/2", |b| {
-        b.iter(|| black_box(snap.pools[0].pick().map(|e| e.addr)))
+        b.iter(|| {
+            black_box(
+                snap.pools[0]
+                    .pick(view, switchyard::upstream::PickKey::None, &[])
+                    .map(|e| e.addr),
+            )
+        })
     });
 }
 

@@ -32,6 +32,7 @@ pub struct AccessRecord {
     pub bytes_out: u64,
     pub referer: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
+    pub request_id: HeaderValue,
     pub route: Option<Arc<str>>,
     pub pool: Option<Arc<str>>,
     pub server: Option<SocketAddr>,
@@ -119,7 +120,7 @@ fn combined(line: &mut String, r: &AccessRecord) {
     let esc = |s: &str| s.replace('"', "\\x22");
     let _ = writeln!(
         line,
-        "{} - - [{ts}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={}",
+        "{} - - [{ts}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={} request_id={}",
         r.client,
         r.method,
         esc(target),
@@ -134,6 +135,7 @@ fn combined(line: &mut String, r: &AccessRecord) {
         secs(r.upstream_time),
         r.total_time.as_secs_f64(),
         r.bytes_in,
+        r.request_id.to_str().unwrap_or("-"),
     );
 }
 
@@ -157,6 +159,7 @@ fn json(line: &mut String, r: &AccessRecord) {
         "server": r.server.map(|s| s.to_string()),
         "upstream_time": r.upstream_time.map(|d| d.as_secs_f64()),
         "request_time": r.total_time.as_secs_f64(),
+        "request_id": r.request_id.to_str().ok(),
     });
     let _ = writeln!(line, "{v}");
 }
@@ -177,6 +180,7 @@ mod tests {
             bytes_out: 34,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl \"8\"")),
+            request_id: HeaderValue::from_static("abc123"),
             route: Some("reports".into()),
             pool: Some("secondary".into()),
             server: Some(([127, 0, 0, 1], 8001).into()),
@@ -192,7 +196,7 @@ mod tests {
         assert_eq!(
             s,
             "192.0.2.1 - - [22/Nov/2026:01:51:53 +0000] \"POST /?a=b HTTP/1.1\" 200 34 \"-\" \"curl \\x228\\x22\" \
-             route=reports pool=secondary upstream=127.0.0.1:8001 upstream_time=0.012 request_time=0.013 bytes_in=12\n"
+             route=reports pool=secondary upstream=127.0.0.1:8001 upstream_time=0.012 request_time=0.013 bytes_in=12 request_id=abc123\n"
         );
     }
 

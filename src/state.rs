@@ -1,15 +1,20 @@
-//! The runtime snapshot: routes, pools and listener facts of one config generation,
-//! built off the request path and published whole through one `ArcSwap`, so a request
-//! never sees new routes with old pools or the reverse.
+//! The runtime snapshot: routes, pools, and which servers may take traffic, for one
+//! config generation, published whole through one `ArcSwap`. A request sees routes,
+//! pools and views that belong together. The health manager is the only writer after
+//! start-up: on each health transition it republishes the same routes and pools with
+//! new views.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::config::{Config, ServerSettings};
+use crate::metrics::{Metrics, Prepared};
 use crate::routing::RouteTable;
-use crate::upstream::Pool;
+use crate::upstream::{EndpointStats, Pool, PoolView};
 
 /// What a listener contributes to request handling.
 #[derive(Debug)]
@@ -18,37 +23,103 @@ pub struct ListenerInfo {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-/// One immutable config generation as the request path sees it.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub routes: RouteTable,
-    pub pools: Vec<Pool>,
-    pub listeners: Vec<ListenerInfo>,
-    pub server: ServerSettings,
+/// Server counters keyed by (pool, address), so they outlive any one snapshot.
+#[derive(Debug, Default)]
+pub struct Registry {
+    stats: HashMap<(Arc<str>, SocketAddr), Arc<EndpointStats>>,
 }
 
-impl Snapshot {
-    /// Build the runtime view of `config`. Pool clients are created here, once.
-    pub fn build(config: &Config, generation: u64) -> Self {
-        Snapshot {
-            generation,
-            routes: RouteTable::new(config.routes.clone()),
-            pools: config.pools.iter().map(Pool::new).collect(),
-            listeners: config
-                .listeners
-                .iter()
-                .map(|l| ListenerInfo {
-                    name: l.name.clone(),
-                    trusted_proxies: l.trusted_proxies.clone(),
-                })
-                .collect(),
-            server: config.server.clone(),
-        }
+impl Registry {
+    pub fn stats_for(&mut self, pool: &Arc<str>, addr: SocketAddr) -> Arc<EndpointStats> {
+        self.stats.entry((pool.clone(), addr)).or_default().clone()
     }
 }
 
-/// The one published snapshot. Readers `load()` without locking; there is one writer.
+/// One immutable generation as the request path sees it.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub routes: Arc<RouteTable>,
+    pub pools: Arc<Vec<Pool>>,
+    /// Per pool (same index): the servers that may take traffic now.
+    pub views: Vec<PoolView>,
+    pub listeners: Arc<Vec<ListenerInfo>>,
+    pub server: ServerSettings,
+    pub metrics: Arc<Metrics>,
+    /// This generation's metric handles (no label lookups on the request path).
+    pub prepared: Arc<Prepared>,
+}
+
+impl Snapshot {
+    /// Build the runtime view of `config`; every server starts eligible at full weight.
+    pub fn build(
+        config: &Config,
+        generation: u64,
+        registry: &mut Registry,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Pool::new(i, p, &mut |addr| registry.stats_for(&p.name, addr)))
+            .collect();
+        let views = pools
+            .iter()
+            .map(|p| {
+                PoolView::new(
+                    p.cfg.balance,
+                    p.endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (i, e.weight))
+                        .collect(),
+                    &p.endpoints,
+                )
+            })
+            .collect();
+        let prepared = Arc::new(metrics.prepare(config));
+        Snapshot {
+            generation,
+            routes: Arc::new(RouteTable::new(config.routes.clone())),
+            pools: Arc::new(pools),
+            views,
+            listeners: Arc::new(
+                config
+                    .listeners
+                    .iter()
+                    .map(|l| ListenerInfo {
+                        name: l.name.clone(),
+                        trusted_proxies: l.trusted_proxies.clone(),
+                    })
+                    .collect(),
+            ),
+            server: config.server.clone(),
+            metrics,
+            prepared,
+        }
+    }
+
+    /// The same generation with new server views.
+    pub fn with_views(&self, views: Vec<PoolView>) -> Self {
+        Snapshot {
+            generation: self.generation,
+            routes: self.routes.clone(),
+            pools: self.pools.clone(),
+            views,
+            listeners: self.listeners.clone(),
+            server: self.server.clone(),
+            metrics: self.metrics.clone(),
+            prepared: self.prepared.clone(),
+        }
+    }
+
+    pub fn view(&self, pool: usize) -> Option<&PoolView> {
+        self.views.get(pool)
+    }
+}
+
+/// The one published snapshot. Readers `load()` without locking; one writer stores.
 #[derive(Debug)]
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
@@ -67,7 +138,6 @@ impl SharedState {
         self.current.load_full()
     }
 
-    /// Publish a new generation.
     pub fn store(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
     }

@@ -195,7 +195,7 @@ impl Running {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let cfg = write_config(&format!(
-            "[[listeners]]\naddr = \"{addr}\"\n[server]\ndrain_timeout = \"10s\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+            "[[listeners]]\naddr = \"{addr}\"\n[server]\ndrain_timeout = \"10s\"\n[log]\naccess_log = \"off\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
         ));
         let child = Command::new(BIN)
             .arg("--config")

@@ -27,6 +27,20 @@ pub struct FileConfig {
     pub pools: BTreeMap<SpanStr, Spanned<FilePool>>,
     #[serde(default)]
     pub routes: Vec<Spanned<FileRoute>>,
+    #[serde(default)]
+    pub admin: FileAdmin,
+}
+
+/// The admin API listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub enabled: Option<bool>,
+    pub addr: Option<SpanStr>,
+    /// Bearer token for the endpoints that change state.
+    pub token: Option<SpanStr>,
+    /// Name of an environment variable holding the token (keeps it out of the file).
+    pub token_env: Option<SpanStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,8 +92,21 @@ pub enum Balance {
     RoundRobin,
     /// Fewest requests in flight relative to weight.
     LeastConn,
-    /// Power of two random choices on in-flight requests.
+    /// Power of two random choices on in-flight requests × latency EWMA.
     RandomTwo,
+    /// Consistent hashing on `hash_key` (client IP, a header or a cookie).
+    Hash,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::RandomTwo => "random_two",
+            Balance::Hash => "hash",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +119,53 @@ pub struct FilePool {
     pub read_timeout: Option<SpanStr>,
     pub idle_timeout: Option<SpanStr>,
     pub keepalive: Option<usize>,
+    pub fallback: Option<SpanStr>,
+    pub health: Option<Spanned<FileHealth>>,
+    #[serde(default)]
+    pub passive: FilePassive,
+    #[serde(default)]
+    pub retry: FileRetry,
+    pub slow_start: Option<SpanStr>,
+    pub hash_key: Option<SpanStr>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub queue_timeout: Option<SpanStr>,
+    pub queue_size: Option<usize>,
+}
+
+/// `[pools.NAME.health]`: active checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub method: Option<SpanStr>,
+    pub path: Option<SpanStr>,
+    pub host: Option<SpanStr>,
+    pub interval: Option<SpanStr>,
+    pub timeout: Option<SpanStr>,
+    pub healthy_after: Option<Spanned<u32>>,
+    pub unhealthy_after: Option<Spanned<u32>>,
+    pub expect_status: Option<Spanned<StringList>>,
+    pub body_contains: Option<String>,
+}
+
+/// `[pools.NAME.passive]`: outlier ejection from live traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassive {
+    pub eject_after: Option<u32>,
+    pub eject_after_5xx: Option<u32>,
+    pub ejection_time: Option<SpanStr>,
+    pub max_ejection_time: Option<SpanStr>,
+}
+
+/// `[pools.NAME.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    pub attempts: Option<Spanned<u32>>,
+    pub idempotent_methods: Option<Spanned<StringList>>,
+    pub body_limit: Option<u64>,
+    pub budget_ratio: Option<Spanned<f64>>,
+    pub budget_min_per_sec: Option<u32>,
 }
 
 /// `"10.0.0.1:8000"` or `{ addr = "10.0.0.1:8000", weight = 2 }`.

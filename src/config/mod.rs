@@ -50,6 +50,32 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: usize = 32;
 /// Largest weight of one server; keeps the round-robin schedule small.
 pub const MAX_WEIGHT: u32 = 1000;
+/// Where the admin API listens unless `[admin] addr` says otherwise.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
+/// Active check period and per-probe timeout.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive probe results needed to flip a server (HAProxy's rise/fall).
+pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 2;
+/// Consecutive connect/reset/timeout failures of live traffic that eject a server.
+/// Retries hide single failures from clients, so three is quick and not jumpy.
+pub const DEFAULT_EJECT_AFTER: u32 = 3;
+/// First ejection; doubles on each repeated ejection up to the maximum.
+pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+/// Tries per request, the first included.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Retries may add at most this share of a pool's requests over 10 s ...
+pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
+/// ... plus this many per second, so a quiet pool can still retry.
+pub const DEFAULT_RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
+/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
+pub const DEFAULT_IDEMPOTENT: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+/// How long a request may wait for a free connection slot when `max_connections` is set.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many requests may wait for a slot per pool; more get 503 at once.
+pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 
 /// A validated configuration. Built by [`load`], turned into a
 /// [`Snapshot`](crate::state::Snapshot) for the request path.
@@ -61,6 +87,15 @@ pub struct Config {
     pub log: LogSettings,
     pub pools: Vec<PoolConfig>,
     pub routes: Vec<Route>,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when `[admin] enabled = false`.
+    pub addr: Option<SocketAddr>,
+    /// Bearer token for drain/enable; `None` refuses those endpoints outright.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +141,62 @@ pub struct PoolConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub keepalive: usize,
+    /// Pool (index) that takes requests when none of this pool's servers is healthy.
+    pub fallback: Option<usize>,
+    pub health: Option<HealthCheck>,
+    pub passive: Passive,
+    pub retry: RetryPolicy,
+    /// Ramp a joining or returning server's share up over this time.
+    pub slow_start: Option<Duration>,
+    pub hash_key: HashKey,
+    /// Most requests in flight per server; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    pub queue_timeout: Duration,
+    pub queue_size: usize,
+}
+
+/// `[pools.NAME.health]`.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub method: http::Method,
+    pub path: http::uri::PathAndQuery,
+    pub host: Option<http::HeaderValue>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+    /// Inclusive status ranges that count as healthy (default 200-399).
+    pub expect_status: Vec<(u16, u16)>,
+    pub body_contains: Option<String>,
+}
+
+/// `[pools.NAME.passive]`.
+#[derive(Debug, Clone)]
+pub struct Passive {
+    pub eject_after: u32,
+    /// 0 = 5xx responses never eject.
+    pub eject_after_5xx: u32,
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+/// `[pools.NAME.retry]`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub idempotent: Vec<http::Method>,
+    /// Largest request body kept so an idempotent request can be re-sent (0 = only bodyless).
+    pub body_limit: usize,
+    pub budget_ratio: f64,
+    pub budget_min_per_sec: u32,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,9 +248,9 @@ impl Config {
                 .collect();
             let _ = writeln!(
                 s,
-                "pool {} [{:?}]: {}",
+                "pool {} [{}]: {}",
                 p.name,
-                p.balance,
+                p.balance.as_str(),
                 servers.join(", ")
             );
         }

@@ -18,10 +18,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::error::BodyError;
 use crate::access::{AccessLog, AccessRecord};
+use crate::metrics::AtomicHistogram;
 use crate::upstream::InFlight;
 
 /// Client request body on its way upstream.
@@ -32,6 +34,29 @@ pub struct RequestBody {
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     bytes: Arc<AtomicU64>,
+    /// Set on the first poll: from then on bytes may have left.
+    touched: bool,
+    /// Where an untouched body goes back to when the request is dropped unsent
+    /// (connect failure), so it can be sent to another server.
+    give_back: Option<oneshot::Sender<Unsent>>,
+}
+
+/// A request body that was never polled, returned for another attempt.
+#[derive(Debug)]
+pub struct Unsent {
+    pub replay: VecDeque<Frame<Bytes>>,
+    pub live: Option<Incoming>,
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let (false, Some(tx)) = (self.touched, self.give_back.take()) {
+            let _ = tx.send(Unsent {
+                replay: std::mem::take(&mut self.replay),
+                live: self.live.take(),
+            });
+        }
+    }
 }
 
 impl RequestBody {
@@ -48,7 +73,16 @@ impl RequestBody {
             idle,
             timer: None,
             bytes,
+            touched: false,
+            give_back: None,
         }
+    }
+
+    /// Ask for the body back if it is dropped before anything was sent.
+    pub fn with_give_back(mut self) -> (Self, oneshot::Receiver<Unsent>) {
+        let (tx, rx) = oneshot::channel();
+        self.give_back = Some(tx);
+        (self, rx)
     }
 
     /// An empty body (for error paths and tests).
@@ -66,6 +100,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        this.touched = true;
         if let Some(f) = this.replay.pop_front() {
             return Poll::Ready(Some(Ok(f)));
         }
@@ -129,11 +164,22 @@ pub struct Finish {
     pub bytes_in: Arc<AtomicU64>,
     pub started: Instant,
     pub in_flight: Option<InFlight>,
+    /// Request counter and duration histogram of the route, if one matched.
+    pub metrics: Option<(
+        prometheus_client::metrics::counter::Counter,
+        Option<AtomicHistogram>,
+    )>,
 }
 
 impl Finish {
     fn complete(mut self, bytes_out: u64) {
         drop(self.in_flight.take());
+        if let Some((count, hist)) = self.metrics.take() {
+            count.inc();
+            if let Some(h) = hist {
+                h.observe(self.started.elapsed().as_secs_f64());
+            }
+        }
         if let (Some(mut rec), Some(log)) = (self.record.take(), self.log.take()) {
             rec.bytes_out = bytes_out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);

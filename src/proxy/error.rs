@@ -15,8 +15,8 @@ pub enum Blame {
 pub enum ProxyError {
     #[error("no route matches this request")]
     NoRoute,
-    #[error("pool has no servers")]
-    NoServer,
+    #[error("no healthy server can take this request; try again shortly")]
+    NoHealthy,
     #[error("request target too long")]
     UriTooLong,
     #[error("bad request: {0}")]
@@ -54,7 +54,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout => Blame::Client,
-            ProxyError::NoServer => Blame::Internal,
+            ProxyError::NoHealthy => Blame::Internal,
             ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_) => {
                 Blame::Upstream
             }
@@ -93,7 +93,7 @@ impl From<&ProxyError> for StatusCode {
     fn from(e: &ProxyError) -> Self {
         match e {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -1,42 +1,69 @@
 //! One request, start to finish: check framing, route (with the body look when a
-//! `param` route asks for it), pick a server, rewrite headers, send, and stream the
+//! `param` route asks for it), choose a pool (following `fallback` when a pool has no
+//! healthy server), pick a server, send, retry when that is safe, and stream the
 //! response back. Errors become a short plain-text answer and a log event.
+//!
+//! The retry rule (never send a write twice): a request is re-sent to another server
+//! only if (a) the connection to the first one could not be established, so nothing
+//! was sent, or (b) its method is idempotent and its body is empty or was kept whole.
+//! A request that fails after it may have been written, and is not idempotent, is
+//! answered 502/504 with `X-Switchyard-Outcome: unknown` and logged with its id.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::uri::{self, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Finish, ProxyBody, RequestBody};
+use super::body::{Finish, ProxyBody, RequestBody, Unsent};
 use super::error::{Blame, ProxyError};
 use super::headers::{self, Peer};
 use super::look;
 use super::{Conn, Shared};
 use crate::access::AccessRecord;
+use crate::config::HashKey;
+use crate::health::Event;
 use crate::routing::{self, BodyState, Decision, RequestView};
 use crate::state::Snapshot;
-use crate::upstream::InFlight;
+use crate::upstream::{Endpoint, InFlight, PickKey, Pool};
 
-/// What is known about where a request went, for logs and error bodies.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_OUTCOME: HeaderName = HeaderName::from_static("x-switchyard-outcome");
+/// Most servers tried for one request (bounded by the pool's `attempts`).
+const MAX_TRIED: usize = 8;
+/// Seconds a client is told to wait when nothing can take its request.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// What is known about where a request went, for logs, metrics and error bodies.
 #[derive(Debug, Default)]
 struct Meta {
-    route: Option<Arc<str>>,
-    pool: Option<Arc<str>>,
+    route: Option<(usize, Arc<str>)>,
+    pool: Option<(usize, Arc<str>)>,
     server: Option<SocketAddr>,
     upstream_time: Option<Duration>,
+    /// A write failed after it may have reached the server.
+    outcome_unknown: bool,
 }
 
 /// Serve one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ProxyBody> {
     let started = Instant::now();
     let snap = shared.state.load();
+    let trusted = snap
+        .listeners
+        .get(conn.listener)
+        .map_or(&[][..], |l| &l.trusted_proxies[..]);
+    let request_id = request_id(req.headers(), conn.peer, trusted);
     let record = shared.access.as_ref().map(|_| AccessRecord {
         time: SystemTime::now(),
         client: conn.peer.ip().to_canonical(),
@@ -48,23 +75,54 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         bytes_out: 0,
         referer: req.headers().get(header::REFERER).cloned(),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        request_id: request_id.clone(),
         route: None,
         pool: None,
         server: None,
         upstream_time: None,
         total_time: Duration::ZERO,
     });
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut meta = Meta::default();
-    let (mut resp, in_flight) = match forward(req, conn, &snap, &mut meta, &bytes_in, started).await
-    {
+    let ctx = Ctx {
+        conn,
+        snap: &snap,
+        shared,
+        bytes_in: &bytes_in,
+        started,
+        request_id: &request_id,
+    };
+    let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
-        Err(e) => (error_response(&e, &meta, conn), None),
+        Err(e) => (
+            error_response(&e, &meta, conn, &request_id, &method, &path),
+            None,
+        ),
+    };
+    resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+    let status = resp.status().as_u16();
+    let metrics = match (&meta.route, &meta.pool) {
+        (Some((r, _)), Some((p, _))) => snap
+            .prepared
+            .routes
+            .get(*r)
+            .and_then(|h| Some((h.requests(*p, status)?.clone(), Some(h.duration.clone())))),
+        (Some((r, _)), None) => snap
+            .prepared
+            .routes
+            .get(*r)
+            .and_then(|h| Some((h.requests(0, status)?.clone(), Some(h.duration.clone())))),
+        _ => snap
+            .prepared
+            .unrouted
+            .get(crate::metrics::class_of(status))
+            .map(|c| (c.clone(), None)),
     };
     let record = record.map(|mut r| {
-        r.status = resp.status().as_u16();
-        r.route = meta.route;
-        r.pool = meta.pool;
+        r.status = status;
+        r.route = meta.route.map(|r| r.1);
+        r.pool = meta.pool.map(|p| p.1);
         r.server = meta.server;
         r.upstream_time = meta.upstream_time;
         r
@@ -75,28 +133,159 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         bytes_in,
         started,
         in_flight,
+        metrics,
     });
     resp
 }
 
+/// Keep a request id from a trusted proxy; otherwise make one.
+fn request_id(
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> HeaderValue {
+    let ip = peer.ip().to_canonical();
+    if trusted.iter().any(|n| n.contains(&ip))
+        && let Some(v) = headers
+            .get(&X_REQUEST_ID)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+    {
+        return v.clone();
+    }
+    HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..)))
+        .expect("invariant: hex digits form a valid header value")
+}
+
+/// Per-request context that does not change between attempts.
+struct Ctx<'a> {
+    conn: &'a Conn,
+    snap: &'a Snapshot,
+    shared: &'a Shared,
+    bytes_in: &'a Arc<AtomicU64>,
+    started: Instant,
+    request_id: &'a HeaderValue,
+}
+
 async fn forward(
     req: Request<Incoming>,
-    conn: &Conn,
-    snap: &Snapshot,
+    cx: &Ctx<'_>,
     meta: &mut Meta,
-    bytes_in: &Arc<AtomicU64>,
-    started: Instant,
 ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
+    let snap = cx.snap;
     headers::check_framing(req.headers()).map_err(ProxyError::BadRequest)?;
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > snap.server.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
     let (mut parts, mut body) = req.into_parts();
-    let kind = look::body_kind(&parts.headers, &body);
+    let (idx, replay) = route(&parts, &mut body, cx).await?;
+    let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
+    meta.route = Some((idx, route.name.clone()));
+    let pool = choose_pool(snap, route.pool).ok_or(ProxyError::NoHealthy)?;
+    meta.pool = Some((pool.index, pool.name.clone()));
+    prepare_headers(&mut parts, route, cx);
+
+    let retry = &pool.cfg.retry;
+    let idempotent = retry.idempotent.contains(&parts.method);
+    let key = pick_key(pool, &parts, cx.conn.peer);
+    let mut source = if replay.is_empty() && body.is_end_stream() {
+        Source::Empty
+    } else if idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
+        keep(replay, body, snap.server.body_timeout)
+            .await
+            .map(Source::Kept)
+            .map_err(|_| ProxyError::ClientBody)?
+    } else {
+        Source::Live(Unsent {
+            replay,
+            live: Some(body),
+        })
+    };
+    pool.budget.record_request();
+    let mut tried = [usize::MAX; MAX_TRIED];
+    let attempts = (retry.attempts as usize).clamp(1, MAX_TRIED);
+    let mut last = ProxyError::NoHealthy;
+    for attempt in 0..attempts {
+        if attempt > 0 && !pool.budget.try_retry() {
+            tracing::debug!(pool = %pool.name, "retry budget exhausted");
+            break;
+        }
+        let view = snap.view(pool.index).ok_or(ProxyError::NoHealthy)?;
+        let ei = match wait_pick(pool, view, key, &tried[..attempt], attempt == 0).await {
+            Some(ei) => ei,
+            None if attempt == 0 => return Err(ProxyError::NoHealthy),
+            None => break,
+        };
+        tried[attempt] = ei;
+        let endpoint = pool.endpoints.get(ei).ok_or(ProxyError::NoHealthy)?;
+        meta.server = Some(endpoint.addr);
+        if attempt > 0 {
+            if let Some(c) = snap.prepared.retries.get(pool.index) {
+                c.inc();
+            }
+            tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
+        }
+        let (req, give_back) = build(&parts, endpoint, &mut source, cx);
+        let in_flight = endpoint.acquire(&pool.freed);
+        match send(pool, req, route.timeout, cx.started).await {
+            Ok(resp) => {
+                meta.upstream_time = Some(resp.1);
+                passive_success(pool, endpoint, resp.0.status(), cx);
+                let (mut rp, rb) = resp.0.into_parts();
+                headers::strip_hop_by_hop(&mut rp.headers);
+                for (k, v) in &route.add_response_headers {
+                    rp.headers.append(k, v.clone());
+                }
+                let deadline = route.timeout.map(|t| cx.started + t);
+                return Ok((
+                    Response::from_parts(rp, ProxyBody::upstream(rb, deadline)),
+                    Some(in_flight),
+                ));
+            }
+            Err(e) => {
+                drop(in_flight);
+                if matches!(e, ProxyError::ClientBody | ProxyError::ClientBodyTimeout) {
+                    return Err(e);
+                }
+                endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
+                passive_failure(pool, endpoint, &e, cx);
+                let never_sent = matches!(e, ProxyError::Connect(_));
+                if never_sent && let Some(mut rx) = give_back {
+                    match rx.try_recv() {
+                        Ok(unsent) => source = Source::Live(unsent),
+                        Err(_) => source = Source::Gone,
+                    }
+                }
+                let safe = match &source {
+                    Source::Empty | Source::Kept(_) => never_sent || idempotent,
+                    Source::Live(_) => never_sent,
+                    Source::Gone => false,
+                };
+                tracing::warn!(pool = %pool.name, upstream = %endpoint.addr, error = %e, never_sent, retry_safe = safe, "upstream attempt failed");
+                if !never_sent && !idempotent {
+                    meta.outcome_unknown = true;
+                }
+                last = e;
+                if !safe {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Route the request, looking at the body if a `param` route needs it.
+async fn route(
+    parts: &Parts,
+    body: &mut Incoming,
+    cx: &Ctx<'_>,
+) -> Result<(usize, VecDeque<Frame<Bytes>>), ProxyError> {
+    let snap = cx.snap;
+    let kind = look::body_kind(&parts.headers, body);
     let path = routing::decode_path(parts.uri.path());
     let mut view = RequestView {
-        listener: conn.listener,
+        listener: cx.conn.listener,
         method: &parts.method,
         host: routing::request_host(&parts.uri, &parts.headers),
         path: &path,
@@ -113,10 +302,10 @@ async fn forward(
     let decision = match (snap.routes.route(&view, 0), &kind) {
         (Decision::NeedBody(from), Some(kind)) => {
             let s = &snap.server;
-            let found = look::look(&mut body, kind, s.param_body_limit, s.param_body_timeout)
+            let found = look::look(body, kind, s.param_body_limit, s.param_body_timeout)
                 .await
                 .map_err(|_| ProxyError::ClientBody)?;
-            bytes_in.fetch_add(found.bytes, std::sync::atomic::Ordering::Relaxed);
+            cx.bytes_in.fetch_add(found.bytes, Ordering::Relaxed);
             replay = found.frames;
             parsed = found.params;
             view.body = parsed
@@ -126,18 +315,27 @@ async fn forward(
         }
         (d, _) => d,
     };
-    let Decision::Route(idx) = decision else {
-        return Err(ProxyError::NoRoute);
-    };
-    let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
-    meta.route = Some(route.name.clone());
-    let pool = snap.pools.get(route.pool).ok_or(ProxyError::NoServer)?;
-    meta.pool = Some(pool.name.clone());
-    let endpoint = pool.pick().ok_or(ProxyError::NoServer)?;
-    meta.server = Some(endpoint.addr);
-    let in_flight = endpoint.acquire();
-    tracing::debug!(route = %route.name, pool = %pool.name, upstream = %endpoint.addr, "routed");
+    match decision {
+        Decision::Route(i) => Ok((i, replay)),
+        _ => Err(ProxyError::NoRoute),
+    }
+}
 
+/// The route's pool, or the first pool down its `fallback` chain with a healthy server.
+fn choose_pool(snap: &Snapshot, first: usize) -> Option<&Pool> {
+    let mut at = Some(first);
+    for _ in 0..=snap.pools.len() {
+        let pool = snap.pools.get(at?)?;
+        if snap.view(pool.index).is_some_and(|v| !v.is_empty()) {
+            return Some(pool);
+        }
+        at = pool.cfg.fallback;
+    }
+    None
+}
+
+/// Request headers as the upstream gets them (all attempts alike).
+fn prepare_headers(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_>) {
     // An HTTP/2 request has no Host field; HTTP/1.1 upstreams need one.
     if !parts.headers.contains_key(header::HOST)
         && let Some(v) = parts
@@ -150,24 +348,108 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     // We answer `Expect: 100-continue` ourselves when the body is first read (RFC 9110 §10.1.1).
     parts.headers.remove(header::EXPECT);
-    let trusted = snap
+    let trusted = cx
+        .snap
         .listeners
-        .get(conn.listener)
+        .get(cx.conn.listener)
         .map_or(&[][..], |l| &l.trusted_proxies[..]);
     headers::set_forwarded(
         &mut parts.headers,
         &Peer {
-            ip: conn.peer.ip(),
-            scheme: conn.scheme,
+            ip: cx.conn.peer.ip(),
+            scheme: cx.conn.scheme,
             trusted,
         },
     );
+    parts.headers.insert(&X_REQUEST_ID, cx.request_id.clone());
     for h in &route.remove_request_headers {
         parts.headers.remove(h);
     }
     for (k, v) in &route.add_request_headers {
         parts.headers.insert(k, v.clone());
     }
+}
+
+/// The request body across attempts.
+enum Source {
+    Empty,
+    /// Kept whole (idempotent, within `retry.body_limit`): every attempt replays it.
+    Kept(Vec<Frame<Bytes>>),
+    /// Streaming; re-sendable only if it comes back unsent.
+    Live(Unsent),
+    /// Sent (or lost) by an earlier attempt.
+    Gone,
+}
+
+fn fits(body: &Incoming, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool {
+    let buffered: u64 = replay
+        .iter()
+        .filter_map(|f| f.data_ref())
+        .map(|d| d.len() as u64)
+        .sum();
+    limit > 0
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|u| u + buffered <= limit as u64)
+}
+
+async fn keep(
+    replay: VecDeque<Frame<Bytes>>,
+    mut body: Incoming,
+    idle: Duration,
+) -> Result<Vec<Frame<Bytes>>, ()> {
+    let mut out: Vec<Frame<Bytes>> = replay.into_iter().collect();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(f))) => out.push(f),
+            Ok(None) => return Ok(out),
+            _ => return Err(()),
+        }
+    }
+}
+
+fn clone_frame(f: &Frame<Bytes>) -> Frame<Bytes> {
+    match (f.data_ref(), f.trailers_ref()) {
+        (Some(d), _) => Frame::data(d.clone()),
+        (None, Some(t)) => Frame::trailers(t.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+/// The upstream request for one attempt; headers are cloned only if another attempt may follow.
+fn build(
+    parts: &Parts,
+    endpoint: &Endpoint,
+    source: &mut Source,
+    cx: &Ctx<'_>,
+) -> (
+    Request<RequestBody>,
+    Option<tokio::sync::oneshot::Receiver<Unsent>>,
+) {
+    let idle = cx.snap.server.body_timeout;
+    let (body, give_back) = match std::mem::replace(source, Source::Gone) {
+        Source::Empty => {
+            *source = Source::Empty;
+            (RequestBody::empty(), None)
+        }
+        Source::Kept(frames) => {
+            let body = RequestBody::new(
+                frames.iter().map(clone_frame).collect(),
+                None,
+                idle,
+                cx.bytes_in.clone(),
+            );
+            *source = Source::Kept(frames);
+            (body, None)
+        }
+        Source::Live(u) => {
+            let (b, rx) =
+                RequestBody::new(u.replay, u.live, idle, cx.bytes_in.clone()).with_give_back();
+            (b, Some(rx))
+        }
+        Source::Gone => (RequestBody::empty(), None),
+    };
     let mut up = uri::Parts::default();
     up.scheme = Some(Scheme::HTTP);
     up.authority = Some(endpoint.authority.clone());
@@ -178,56 +460,160 @@ async fn forward(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
-    parts.uri = Uri::from_parts(up)
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-    parts.version = Version::HTTP_11;
-    let body = RequestBody::new(
-        replay,
-        Some(body),
-        snap.server.body_timeout,
-        bytes_in.clone(),
-    );
-    let upstream_req = Request::from_parts(parts, body);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from_parts(up).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    (req, give_back)
+}
 
-    let deadline = route.timeout.map(|t| started + t);
+/// Send and wait for the response head within the pool's read timeout (and the route's total).
+async fn send(
+    pool: &Pool,
+    req: Request<RequestBody>,
+    total: Option<Duration>,
+    started: Instant,
+) -> Result<(Response<Incoming>, Duration), ProxyError> {
     let sent = Instant::now();
-    let head_deadline = deadline.map_or(sent + pool.read_timeout, |d| {
-        d.min(sent + pool.read_timeout)
-    });
-    let resp = match tokio::time::timeout_at(head_deadline, pool.client.request(upstream_req)).await
-    {
-        Err(_) => return Err(ProxyError::Timeout),
-        Ok(Err(e)) => return Err(ProxyError::from_client(e)),
-        Ok(Ok(r)) => r,
-    };
-    meta.upstream_time = Some(sent.elapsed());
-    let (mut rp, rb) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut rp.headers);
-    for (k, v) in &route.add_response_headers {
-        rp.headers.append(k, v.clone());
+    let head = sent + pool.read_timeout();
+    let deadline = total.map_or(head, |t| head.min(started + t));
+    match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
+        Err(_) => Err(ProxyError::Timeout),
+        Ok(Err(e)) => Err(ProxyError::from_client(e)),
+        Ok(Ok(r)) => Ok((r, sent.elapsed())),
     }
-    Ok((
-        Response::from_parts(rp, ProxyBody::upstream(rb, deadline)),
-        Some(in_flight),
-    ))
+}
+
+/// Pick a server; with `max_connections`, the first attempt may wait in a bounded queue.
+async fn wait_pick(
+    pool: &Pool,
+    view: &crate::upstream::PoolView,
+    key: PickKey,
+    tried: &[usize],
+    may_wait: bool,
+) -> Option<usize> {
+    let find = |p: &Pool| {
+        p.pick(view, key, tried)
+            .and_then(|e| p.endpoints.iter().position(|x| Arc::ptr_eq(x, e)))
+    };
+    if let Some(i) = find(pool) {
+        return Some(i);
+    }
+    if !may_wait || pool.cfg.max_connections.is_none() || view.is_empty() {
+        return None;
+    }
+    if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.cfg.queue_size {
+        pool.queued.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    let deadline = Instant::now() + pool.cfg.queue_timeout;
+    let found = loop {
+        let freed = pool.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(i) = find(pool) {
+            break Some(i);
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            break None;
+        }
+    };
+    pool.queued.fetch_sub(1, Ordering::AcqRel);
+    found
+}
+
+fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
+    if pool.cfg.balance != crate::config::Balance::Hash {
+        return PickKey::None;
+    }
+    let ip = crate::upstream::hash_of(peer.ip().to_canonical());
+    PickKey::Hash(match &pool.cfg.hash_key {
+        HashKey::ClientIp => ip,
+        HashKey::Header(h) => parts
+            .headers
+            .get(h)
+            .map_or(ip, |v| crate::upstream::hash_of(v.as_bytes())),
+        HashKey::Cookie(name) => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map_or(ip, |(_, v)| crate::upstream::hash_of(v)),
+    })
+}
+
+fn passive_success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_>) {
+    let s = &e.stats;
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    if s.consecutive_failures.load(Ordering::Relaxed) != 0 {
+        s.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+    let limit = pool.cfg.passive.eject_after_5xx;
+    if status.is_server_error() {
+        s.errors.fetch_add(1, Ordering::Relaxed);
+        if limit > 0
+            && s.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= limit
+            && !s.eject_pending.swap(true, Ordering::AcqRel)
+        {
+            cx.shared.events.send(Event::Eject {
+                pool: pool.name.clone(),
+                addr: e.addr,
+                reason: "consecutive 5xx",
+            });
+        }
+    } else if s.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+        s.consecutive_5xx.store(0, Ordering::Relaxed);
+    }
+}
+
+fn passive_failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
+    let s = &e.stats;
+    let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if n >= pool.cfg.passive.eject_after && !s.eject_pending.swap(true, Ordering::AcqRel) {
+        let reason = match err {
+            ProxyError::Connect(_) => "connect failures",
+            ProxyError::Timeout => "timeouts",
+            _ => "connection failures",
+        };
+        cx.shared.events.send(Event::Eject {
+            pool: pool.name.clone(),
+            addr: e.addr,
+            reason,
+        });
+    }
 }
 
 /// The short plain-text answer for a failure, plus its log event.
-fn error_response(e: &ProxyError, meta: &Meta, conn: &Conn) -> Response<ProxyBody> {
+fn error_response(
+    e: &ProxyError,
+    meta: &Meta,
+    conn: &Conn,
+    id: &HeaderValue,
+    method: &http::Method,
+    path: &str,
+) -> Response<ProxyBody> {
     let status = StatusCode::from(e);
-    let route = meta.route.as_deref().unwrap_or("-");
-    let pool = meta.pool.as_deref().unwrap_or("-");
+    let route = meta.route.as_ref().map_or("-", |r| &r.1);
+    let pool = meta.pool.as_ref().map_or("-", |p| &p.1);
     let server = meta
         .server
         .map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let request_id = id.to_str().unwrap_or("-");
     let detail = chain(e);
     match e.blame() {
         Blame::Upstream | Blame::Internal => {
-            tracing::warn!(route, pool, upstream = %server, status = status.as_u16(), error = %detail, "upstream request failed")
+            tracing::warn!(request_id, route, pool, upstream = %server, status = status.as_u16(), error = %detail, "upstream request failed")
         }
         Blame::Client => {
-            tracing::debug!(peer = %conn.peer, status = status.as_u16(), error = %detail, "request refused")
+            tracing::debug!(request_id, peer = %conn.peer, status = status.as_u16(), error = %detail, "request refused")
         }
+    }
+    if meta.outcome_unknown {
+        tracing::warn!(request_id, %method, path, upstream = %server, "write may or may not have been applied upstream; not retried; reconcile by request id");
     }
     let mut text = format!(
         "{} {}: {e}",
@@ -236,6 +622,11 @@ fn error_response(e: &ProxyError, meta: &Meta, conn: &Conn) -> Response<ProxyBod
     );
     if meta.route.is_some() {
         text.push_str(&format!(" (route {route}, pool {pool})"));
+    }
+    if meta.outcome_unknown {
+        text.push_str(&format!(
+            "; the request may have been applied: not retried (request id {request_id})"
+        ));
     }
     text.push('\n');
     let mut resp = Response::new(ProxyBody::fixed(text));
@@ -246,6 +637,15 @@ fn error_response(e: &ProxyError, meta: &Meta, conn: &Conn) -> Response<ProxyBod
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    if meta.outcome_unknown {
+        h.insert(&X_OUTCOME, HeaderValue::from_static("unknown"));
+    }
     if e.blame() == Blame::Client && status != StatusCode::NOT_FOUND {
         // The rest of a refused request cannot be trusted to be framed right.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

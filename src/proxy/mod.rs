@@ -34,6 +34,8 @@ use crate::state::SharedState;
 pub struct Shared {
     pub state: Arc<SharedState>,
     pub access: Option<Arc<AccessLog>>,
+    /// Passive-health reports to the health manager.
+    pub events: crate::health::Events,
 }
 
 /// One client connection.

@@ -1,11 +1,14 @@
-//! Upstream pools: the servers of each `[pools.NAME]`, their in-flight counts, the
-//! balancer that picks one, and the keep-alive HTTP/1.1 client that talks to them.
+//! Upstream pools: the servers of each `[pools.NAME]`, their live counters, the
+//! published view of which of them may take traffic, and the pooled HTTP/1.1 client.
 //!
-//! Built from the config into the immutable [`Snapshot`](crate::state::Snapshot); the
-//! request path calls [`Pool::pick`] and holds an [`InFlight`] guard while the
-//! exchange lasts.
+//! A [`Pool`] is static for one config generation. Which servers are eligible, and with
+//! what weight, lives in a [`PoolView`] that the health manager rebuilds on every
+//! transition and publishes inside the [`Snapshot`](crate::state::Snapshot). The
+//! request path only reads views and bumps atomics.
 
 mod balance;
+mod budget;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +19,11 @@ use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
 
-pub use balance::Balancer;
+pub use balance::{PickKey, PoolView, hash_of};
+pub use budget::RetryBudget;
+pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
 
 use crate::config::PoolConfig;
 use crate::proxy::RequestBody;
@@ -32,62 +38,88 @@ pub struct Endpoint {
     /// `addr` as a URI authority, parsed once so building upstream URIs never parses.
     pub authority: Authority,
     pub weight: u32,
-    in_flight: AtomicUsize,
+    /// Counters and health, shared across config generations (keyed by pool + address).
+    pub stats: Arc<EndpointStats>,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+    pub fn new(addr: SocketAddr, weight: u32, stats: Arc<EndpointStats>) -> Self {
         let authority = Authority::try_from(addr.to_string().as_str())
             .expect("invariant: a SocketAddr always formats as a valid authority");
         Endpoint {
             addr,
             authority,
             weight,
-            in_flight: AtomicUsize::new(0),
+            stats,
         }
     }
 
-    /// Requests currently being served by this endpoint.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.stats.in_flight.load(Ordering::Relaxed)
     }
 
     /// Count one request against this endpoint until the guard drops.
-    pub fn acquire(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+    pub fn acquire(self: &Arc<Self>, freed: &Arc<Notify>) -> InFlight {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: Arc::clone(self),
+            freed: Arc::clone(freed),
+        }
     }
 }
 
-/// Decrements the endpoint's in-flight count on drop.
+/// Decrements the endpoint's in-flight count on drop and wakes one queued request.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    freed: Arc<Notify>,
+}
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint
+            .stats
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
-/// A named group of servers with one balancing policy and one set of timeouts.
+/// A named group of servers with one policy and one set of timeouts.
 #[derive(Debug)]
 pub struct Pool {
+    pub index: usize,
     pub name: Arc<str>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    pub balancer: Balancer,
     pub client: UpstreamClient,
-    /// Time from sending the request to the response head.
-    pub read_timeout: Duration,
+    pub cfg: PoolConfig,
+    pub budget: RetryBudget,
+    /// Rotates round robin and least_conn tie-breaks; persists across view rebuilds.
+    next: AtomicUsize,
+    /// Signalled whenever a request to this pool finishes (for `max_connections` waits).
+    pub freed: Arc<Notify>,
+    /// Requests currently waiting for a slot.
+    pub queued: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(cfg: &PoolConfig) -> Self {
-        let endpoints: Vec<Arc<Endpoint>> = cfg
+    /// `stats_for(addr)` returns the carried-over counters of a server.
+    pub fn new(
+        index: usize,
+        cfg: &PoolConfig,
+        stats_for: &mut dyn FnMut(SocketAddr) -> Arc<EndpointStats>,
+    ) -> Self {
+        let endpoints = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Endpoint::new(s.addr, s.weight)))
+            .map(|s| Arc::new(Endpoint::new(s.addr, s.weight, stats_for(s.addr))))
             .collect();
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
@@ -98,19 +130,42 @@ impl Pool {
             .set_host(false)
             .build(connector);
         Pool {
+            index,
             name: cfg.name.clone(),
-            balancer: Balancer::new(cfg.balance, &weights),
             endpoints,
             client,
-            read_timeout: cfg.read_timeout,
+            budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
+            cfg: cfg.clone(),
+            next: AtomicUsize::new(0),
+            freed: Arc::new(Notify::new()),
+            queued: AtomicUsize::new(0),
         }
     }
 
-    /// The endpoint for the next request, by the pool's policy.
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let i = self
-            .balancer
-            .pick(&self.endpoints, &mut |n| fastrand::usize(..n))?;
+    pub fn read_timeout(&self) -> Duration {
+        self.cfg.read_timeout
+    }
+
+    /// Whether a server may take one more request under `max_connections`.
+    pub fn has_room(&self, e: &Endpoint) -> bool {
+        self.cfg.max_connections.is_none_or(|m| e.in_flight() < m)
+    }
+
+    /// The endpoint for the next request among the view's eligible ones, skipping
+    /// `exclude` (servers already tried) and full servers.
+    pub fn pick(&self, view: &PoolView, key: PickKey, exclude: &[usize]) -> Option<&Arc<Endpoint>> {
+        let rotate = self.next.fetch_add(1, Ordering::Relaxed);
+        let ok = |i: usize| {
+            !exclude.contains(&i) && self.endpoints.get(i).is_some_and(|e| self.has_room(e))
+        };
+        let i = view.pick(
+            self.cfg.balance,
+            &self.endpoints,
+            rotate,
+            key,
+            &ok,
+            &mut |n| fastrand::usize(..n),
+        )?;
         self.endpoints.get(i)
     }
 }

@@ -212,6 +212,7 @@ impl Backend {
 /// The proxy, running in-process on its own listeners.
 pub struct Proxy {
     pub addrs: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -239,15 +240,29 @@ impl Proxy {
         if !text.contains("[log]") {
             text.push_str("\n[log]\naccess_log = \"off\"\n");
         }
+        let mut admin = None;
+        if text.contains("{admin}") {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            text = text.replace("{admin}", &l.local_addr().unwrap().to_string());
+            admin = Some(l);
+        } else if !text.contains("[admin]") {
+            text.push_str("\n[admin]\nenabled = false\n");
+        }
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
         let config = switchyard::config::parse(Path::new("test.toml"), &text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = switchyard::Listeners {
+            proxy: listeners,
+            admin,
+        };
         let task = tokio::spawn(switchyard::run(listeners, config, async move {
             let _ = stopped.await;
         }));
         Proxy {
             addrs,
+            admin: admin_addr,
             stop: Some(stop),
             task: Some(task),
         }
@@ -259,6 +274,13 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.admin.expect("config has no {admin}")
+        )
     }
 
     /// Signal shutdown and wait (bounded) for `run` to return.

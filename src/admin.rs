@@ -1,0 +1,264 @@
+//! The admin API, on its own listener (default 127.0.0.1:9901), JSON unless noted:
+//!
+//! - `GET /health`: 200 when every pool has a healthy server (itself or down its
+//!   fallback chain), else 503; a per-pool summary.
+//! - `GET /upstreams`: every pool and server with state, probe results, ejections,
+//!   in-flight requests, counters and latency EWMA.
+//! - `POST /upstreams/{pool}/{server}/drain` and `/enable`: take a server out of
+//!   rotation and back (in-flight requests finish). Needs `Authorization: Bearer
+//!   <token>`; refused outright when no token is configured.
+//! - `GET /metrics`: Prometheus text exposition.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::health::{Event, Events};
+use crate::state::{SharedState, Snapshot};
+
+/// What the admin handlers need.
+#[derive(Debug)]
+pub struct Admin {
+    pub state: Arc<SharedState>,
+    pub events: Events,
+    pub token: Option<String>,
+}
+
+/// Serve the admin API until `stop` flips.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(req, &admin).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Resolves once `stop` flips (without holding its guard across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{v:#}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+    let snap = admin.state.load();
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["health"]) => health(&snap),
+        (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(snap.metrics.render(&snap))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        (&Method::POST, ["upstreams", pool, server, action @ ("drain" | "enable")]) => {
+            if let Err(resp) = authorize(&req, admin) {
+                return *resp;
+            }
+            let Ok(addr) = server.parse::<SocketAddr>() else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("{server:?} is not an IP:port address")}),
+                );
+            };
+            let (tx, rx) = oneshot::channel();
+            let ev = Event::Admin {
+                pool: (*pool).to_owned(),
+                addr,
+                drain: *action == "drain",
+                reply: tx,
+            };
+            if !admin.events.send_wait(ev).await {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": "health manager stopped"}),
+                );
+            }
+            match rx.await {
+                Ok(Ok(state)) => reply(
+                    StatusCode::OK,
+                    &json!({"pool": pool, "server": server, "state": state}),
+                ),
+                Ok(Err(e)) => reply(StatusCode::NOT_FOUND, &json!({"error": e})),
+                Err(_) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": "health manager stopped"}),
+                ),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown admin endpoint", "endpoints": ["GET /health", "GET /upstreams", "GET /metrics", "POST /upstreams/{pool}/{server}/drain", "POST /upstreams/{pool}/{server}/enable"]}),
+        ),
+    }
+}
+
+/// Bearer-token check in constant time; no token configured refuses every change.
+fn authorize(req: &Request<Incoming>, admin: &Admin) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let Some(token) = &admin.token else {
+        return Err(Box::new(reply(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "changes are disabled: set [admin] token or token_env"}),
+        )));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        return Ok(());
+    }
+    let mut r = reply(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "missing or wrong bearer token"}),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    Err(Box::new(r))
+}
+
+fn serving(snap: &Snapshot, first: usize) -> bool {
+    let mut at = Some(first);
+    for _ in 0..=snap.pools.len() {
+        let Some(i) = at else { return false };
+        if snap.view(i).is_some_and(|v| !v.is_empty()) {
+            return true;
+        }
+        at = snap.pools.get(i).and_then(|p| p.cfg.fallback);
+    }
+    false
+}
+
+fn health(snap: &Snapshot) -> Response<Full<Bytes>> {
+    let mut ok = true;
+    let pools: Vec<Value> = snap
+        .pools
+        .iter()
+        .map(|p| {
+            let healthy = snap.view(p.index).map_or(0, |v| v.eligible.len());
+            let serves = serving(snap, p.index);
+            ok &= serves;
+            json!({
+                "pool": &*p.name,
+                "healthy": healthy,
+                "servers": p.endpoints.len(),
+                "fallback": p.cfg.fallback.and_then(|f| snap.pools.get(f)).map(|f| &*f.name),
+                "serving": serves,
+            })
+        })
+        .collect();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(
+        status,
+        &json!({"status": if ok { "ok" } else { "degraded" }, "generation": snap.generation, "pools": pools}),
+    )
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn upstreams(snap: &Snapshot) -> Value {
+    let pools: Vec<Value> = snap
+        .pools
+        .iter()
+        .map(|p| {
+            let view = snap.view(p.index);
+            let servers: Vec<Value> = p
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let st = e.stats.status();
+                    let s = &e.stats;
+                    use std::sync::atomic::Ordering::Relaxed;
+                    json!({
+                        "server": e.addr.to_string(),
+                        "weight": e.weight,
+                        "state": st.state.as_str(),
+                        "in_rotation": view.is_some_and(|v| v.eligible.contains(&i)),
+                        "last_probe": st.last_probe.as_ref().map(|pr| json!({
+                            "at": unix(pr.at), "ok": pr.ok, "latency_ms": pr.latency.as_secs_f64() * 1e3, "detail": pr.detail,
+                        })),
+                        "consecutive_successes": st.probe_successes,
+                        "consecutive_failures": st.probe_failures,
+                        "passive_consecutive_failures": s.consecutive_failures.load(Relaxed),
+                        "ejections": st.ejections,
+                        "ejected_until": st.ejected_until.map(unix),
+                        "in_flight": e.in_flight(),
+                        "requests": s.requests.load(Relaxed),
+                        "errors": s.errors.load(Relaxed),
+                        "latency_ewma_ms": s.ewma_us() / 1e3,
+                    })
+                })
+                .collect();
+            json!({
+                "pool": &*p.name,
+                "balance": p.cfg.balance.as_str(),
+                "active_checks": p.cfg.health.is_some(),
+                "fallback": p.cfg.fallback.and_then(|f| snap.pools.get(f)).map(|f| &*f.name),
+                "servers": servers,
+            })
+        })
+        .collect();
+    json!({"generation": snap.generation, "pools": pools})
+}

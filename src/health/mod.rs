@@ -1,0 +1,456 @@
+//! The health manager: the one owner of server state and the only writer of the
+//! published snapshot after start-up. Active probers (one task per pool with a
+//! `health` section), passive ejection requests from the request path and admin
+//! drain/enable all arrive here as [`Event`]s. The manager applies them to a tracker
+//! per (pool, server) and republishes the snapshot's pool views only on transitions,
+//! so the request path never waits on a probe or a lock.
+
+mod counter;
+mod probe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use counter::Counter;
+pub use probe::probe;
+
+use crate::config::HealthCheck;
+use crate::state::{SharedState, Snapshot};
+use crate::upstream::{Pool, PoolView, ProbeRecord, ServerState};
+
+/// Events queued for the manager before senders start dropping them.
+const QUEUE: usize = 4096;
+/// How often ejection expiry and slow-start ramps are looked at.
+const TICK: Duration = Duration::from_millis(100);
+/// Slow-start weights are scaled by this so a ramp has steps.
+const RAMP_SCALE: u32 = 10;
+
+/// What changes server state.
+#[derive(Debug)]
+pub enum Event {
+    Probe {
+        pool: Arc<str>,
+        addr: SocketAddr,
+        ok: bool,
+        latency: Duration,
+        detail: String,
+    },
+    /// Live traffic failed `eject_after` times in a row (or `eject_after_5xx`).
+    Eject {
+        pool: Arc<str>,
+        addr: SocketAddr,
+        reason: &'static str,
+    },
+    /// Admin drain (`drain = true`) or enable; the reply says what happened.
+    Admin {
+        pool: String,
+        addr: SocketAddr,
+        drain: bool,
+        reply: oneshot::Sender<Result<&'static str, String>>,
+    },
+}
+
+/// Cheap handle to queue events; never blocks.
+#[derive(Debug, Clone)]
+pub struct Events(mpsc::Sender<Event>);
+
+impl Events {
+    pub fn send(&self, e: Event) {
+        if self.0.try_send(e).is_err() {
+            tracing::debug!("health event queue full; event dropped");
+        }
+    }
+
+    pub async fn send_wait(&self, e: Event) -> bool {
+        self.0.send(e).await.is_ok()
+    }
+}
+
+#[derive(Debug)]
+struct Tracker {
+    active: Option<Counter>,
+    ejected_until: Option<Instant>,
+    /// Back from ejection in a pool with active checks: wait for one passing probe.
+    awaiting_probe: bool,
+    ejections: u32,
+    draining: bool,
+    /// When the server (re)joined, for slow start.
+    joined: Option<Instant>,
+}
+
+impl Tracker {
+    fn eligible(&self) -> bool {
+        !self.draining
+            && self.ejected_until.is_none()
+            && !self.awaiting_probe
+            && self.active.is_none_or(|c| c.is_healthy())
+    }
+
+    fn state(&self) -> ServerState {
+        if self.draining {
+            ServerState::Draining
+        } else if self.ejected_until.is_some() {
+            ServerState::Ejected
+        } else if self.eligible() {
+            ServerState::Healthy
+        } else {
+            ServerState::Unhealthy
+        }
+    }
+}
+
+struct Manager {
+    state: Arc<SharedState>,
+    trackers: HashMap<(Arc<str>, SocketAddr), Tracker>,
+    probe_now: HashMap<Arc<str>, Arc<Notify>>,
+    ramping: bool,
+}
+
+/// Start the manager and one prober per pool with active checks; all stop when `stop` flips.
+pub fn spawn(state: Arc<SharedState>, stop: watch::Receiver<bool>) -> (Events, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let events = Events(tx);
+    let snap = state.load();
+    let mut m = Manager {
+        state,
+        trackers: HashMap::new(),
+        probe_now: HashMap::new(),
+        ramping: false,
+    };
+    let mut probers = Vec::new();
+    for pool in snap.pools.iter() {
+        for e in &pool.endpoints {
+            let active = pool
+                .cfg
+                .health
+                .as_ref()
+                .map(|h| Counter::new(true, h.healthy_after, h.unhealthy_after));
+            m.trackers.insert(
+                (pool.name.clone(), e.addr),
+                Tracker {
+                    active,
+                    ejected_until: None,
+                    awaiting_probe: false,
+                    ejections: 0,
+                    draining: false,
+                    joined: None,
+                },
+            );
+        }
+        if let Some(check) = pool.cfg.health.clone() {
+            let now = Arc::new(Notify::new());
+            m.probe_now.insert(pool.name.clone(), now.clone());
+            let addrs = pool.endpoints.iter().map(|e| e.addr).collect();
+            probers.push(tokio::spawn(probe_loop(
+                pool.name.clone(),
+                addrs,
+                check,
+                events.clone(),
+                now,
+                stop.clone(),
+            )));
+        }
+    }
+    let task = tokio::spawn(async move {
+        m.run(rx, stop).await;
+        for p in probers {
+            let _ = p.await;
+        }
+    });
+    (events, task)
+}
+
+impl Manager {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut last_ramp = Instant::now();
+        loop {
+            let changed = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let ramp = self.ramping && last_ramp.elapsed() >= Duration::from_secs(1);
+                    if ramp {
+                        last_ramp = Instant::now();
+                    }
+                    self.expire() || ramp
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if changed {
+                self.publish();
+            }
+        }
+    }
+
+    fn pool(&self, name: &str) -> Option<(Arc<Snapshot>, usize)> {
+        let snap = self.state.load();
+        let i = snap.pools.iter().position(|p| &*p.name == name)?;
+        Some((snap, i))
+    }
+
+    fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Probe {
+                pool,
+                addr,
+                ok,
+                latency,
+                detail,
+            } => self.on_probe(pool, addr, ok, latency, detail),
+            Event::Eject { pool, addr, reason } => self.on_eject(&pool, addr, reason),
+            Event::Admin {
+                pool,
+                addr,
+                drain,
+                reply,
+            } => {
+                let key = self
+                    .pool(&pool)
+                    .map(|(s, i)| (s.pools[i].name.clone(), addr));
+                let Some(t) = key.as_ref().and_then(|k| self.trackers.get_mut(k)) else {
+                    let _ = reply.send(Err(format!("no server {addr} in pool `{pool}`")));
+                    return false;
+                };
+                let changed = t.draining != drain;
+                t.draining = drain;
+                if !drain && changed {
+                    t.joined = Some(Instant::now());
+                }
+                tracing::info!(pool, server = %addr, state = if drain { "draining" } else { "enabled" }, "server set by admin");
+                let _ = reply.send(Ok(if drain { "draining" } else { "enabled" }));
+                changed
+            }
+        }
+    }
+
+    fn on_probe(
+        &mut self,
+        pool: Arc<str>,
+        addr: SocketAddr,
+        ok: bool,
+        latency: Duration,
+        detail: String,
+    ) -> bool {
+        self.state.load().metrics.health_check(&pool, addr, ok);
+        let Some(t) = self.trackers.get_mut(&(pool.clone(), addr)) else {
+            return false;
+        };
+        let before = t.eligible();
+        let flip = t.active.as_mut().and_then(|c| c.observe(ok));
+        if ok && t.awaiting_probe {
+            t.awaiting_probe = false;
+        }
+        match flip {
+            Some(true) => {
+                tracing::info!(pool = %pool, server = %addr, "server healthy: active checks pass")
+            }
+            Some(false) => {
+                tracing::warn!(pool = %pool, server = %addr, reason = %detail, "server unhealthy: active checks fail")
+            }
+            None => {}
+        }
+        let after = t.eligible();
+        if !before && after {
+            t.joined = Some(Instant::now());
+        }
+        let (streak, healthy) = t.active.map_or((0, true), |c| (c.streak(), c.is_healthy()));
+        if let Some(stats) = self.stats(&pool, addr) {
+            stats.update_status(|s| {
+                s.last_probe = Some(ProbeRecord {
+                    at: SystemTime::now(),
+                    ok,
+                    latency,
+                    detail,
+                });
+                (s.probe_successes, s.probe_failures) = match (ok, healthy) {
+                    (true, true) => (s.probe_successes + 1, 0),
+                    (true, false) => (streak, 0),
+                    (false, false) => (0, s.probe_failures + 1),
+                    (false, true) => (0, streak),
+                };
+            });
+        }
+        before != after
+    }
+
+    fn on_eject(&mut self, pool: &Arc<str>, addr: SocketAddr, reason: &'static str) -> bool {
+        let Some((snap, pi)) = self.pool(pool) else {
+            return false;
+        };
+        let p = &snap.pools[pi];
+        let stats = self.stats(pool, addr);
+        if let Some(s) = &stats {
+            s.eject_pending.store(false, Ordering::Relaxed);
+            s.consecutive_failures.store(0, Ordering::Relaxed);
+            s.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+        let others = p
+            .endpoints
+            .iter()
+            .filter(|e| e.addr != addr)
+            .filter(|e| {
+                self.trackers
+                    .get(&(pool.clone(), e.addr))
+                    .is_some_and(Tracker::eligible)
+            })
+            .count();
+        let Some(t) = self.trackers.get_mut(&(pool.clone(), addr)) else {
+            return false;
+        };
+        if !t.eligible() {
+            return false;
+        }
+        if others == 0 {
+            tracing::warn!(pool = %pool, server = %addr, reason, "panic mode: not ejecting the last healthy server of the pool");
+            return false;
+        }
+        let base = p.cfg.passive.ejection_time;
+        let time = base
+            .saturating_mul(1 << t.ejections.min(16))
+            .min(p.cfg.passive.max_ejection_time);
+        t.ejections += 1;
+        t.ejected_until = Some(Instant::now() + time);
+        tracing::warn!(pool = %pool, server = %addr, reason, ejection = t.ejections, secs = time.as_secs_f64(), "server ejected");
+        true
+    }
+
+    /// End ejections whose time is up.
+    fn expire(&mut self) -> bool {
+        let now = Instant::now();
+        let mut changed = false;
+        for ((pool, addr), t) in &mut self.trackers {
+            if t.ejected_until.is_some_and(|u| u <= now) {
+                t.ejected_until = None;
+                changed = true;
+                if t.active.is_some() {
+                    t.awaiting_probe = true;
+                    if let Some(n) = self.probe_now.get(pool) {
+                        n.notify_one();
+                    }
+                    tracing::info!(pool = %pool, server = %addr, "ejection over; waiting for a passing probe");
+                } else {
+                    t.joined = Some(now);
+                    tracing::info!(pool = %pool, server = %addr, "ejection over; server back in rotation");
+                }
+            }
+        }
+        changed
+    }
+
+    fn stats(&self, pool: &str, addr: SocketAddr) -> Option<Arc<crate::upstream::EndpointStats>> {
+        let (snap, i) = self.pool(pool)?;
+        snap.pools[i]
+            .endpoints
+            .iter()
+            .find(|e| e.addr == addr)
+            .map(|e| e.stats.clone())
+    }
+
+    /// Rebuild every pool's view from the trackers and publish it.
+    fn publish(&mut self) {
+        let snap = self.state.load();
+        let now = Instant::now();
+        self.ramping = false;
+        let views: Vec<PoolView> = snap.pools.iter().map(|p| self.view(p, now)).collect();
+        for p in snap.pools.iter() {
+            for e in &p.endpoints {
+                if let Some(t) = self.trackers.get(&(p.name.clone(), e.addr)) {
+                    let (state, ejections) = (t.state(), t.ejections);
+                    let until = t
+                        .ejected_until
+                        .map(|u| SystemTime::now() + u.saturating_duration_since(now));
+                    e.stats.update_status(|s| {
+                        s.state = state;
+                        s.ejections = ejections;
+                        s.ejected_until = until;
+                    });
+                }
+            }
+        }
+        self.state.store(snap.with_views(views));
+    }
+
+    fn view(&mut self, p: &Pool, now: Instant) -> PoolView {
+        let mut eligible = Vec::new();
+        for (i, e) in p.endpoints.iter().enumerate() {
+            let Some(t) = self.trackers.get(&(p.name.clone(), e.addr)) else {
+                continue;
+            };
+            if !t.eligible() {
+                continue;
+            }
+            let full = e.weight * RAMP_SCALE;
+            let w = match (p.cfg.slow_start, t.joined) {
+                (Some(ss), Some(j)) if now.duration_since(j) < ss => {
+                    self.ramping = true;
+                    let frac = now.duration_since(j).as_secs_f64() / ss.as_secs_f64();
+                    ((f64::from(full) * frac) as u32).max(1)
+                }
+                _ => full,
+            };
+            eligible.push((i, w));
+        }
+        PoolView::new(p.cfg.balance, eligible, &p.endpoints)
+    }
+}
+
+/// Probe every server of one pool each interval (at once when asked), concurrently,
+/// each with a little jitter and bounded by the probe timeout.
+async fn probe_loop(
+    pool: Arc<str>,
+    addrs: Vec<SocketAddr>,
+    check: HealthCheck,
+    events: Events,
+    now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut iv = tokio::time::interval(check.interval);
+    iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let jitter_ms = u64::try_from(check.interval.as_millis() / 10)
+        .unwrap_or(0)
+        .max(1);
+    loop {
+        tokio::select! {
+            _ = iv.tick() => {}
+            _ = now.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let round = addrs.iter().map(|&addr| {
+            let (check, events, pool) = (&check, &events, pool.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(..jitter_ms))).await;
+                let started = Instant::now();
+                let (ok, detail) =
+                    match tokio::time::timeout(check.timeout, probe(addr, check)).await {
+                        Ok(Ok(status)) => (true, format!("status {status}")),
+                        Ok(Err(e)) => (false, e),
+                        Err(_) => (false, format!("timed out after {:?}", check.timeout)),
+                    };
+                events
+                    .send_wait(Event::Probe {
+                        pool,
+                        addr,
+                        ok,
+                        latency: started.elapsed(),
+                        detail,
+                    })
+                    .await;
+            }
+        });
+        tokio::select! {
+            _ = futures_util::future::join_all(round) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

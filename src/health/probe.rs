@@ -1,0 +1,69 @@
+//! One active health probe: a fresh HTTP/1.1 connection (so a dead listener is seen),
+//! the configured method, path and Host, the expected status ranges and an optional
+//! body substring. The caller bounds it with the probe timeout.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::HealthCheck;
+
+/// Most body bytes read to look for `body_contains`.
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// `Ok(status)` when the server passes, `Err(reason)` otherwise.
+pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<u16, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let host = match &check.host {
+        Some(h) => h.clone(),
+        None => http::HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
+    };
+    let req = Request::builder()
+        .method(check.method.clone())
+        .uri(check.path.clone())
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "switchyard-health")
+        .header(header::CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        if !check
+            .expect_status
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&status))
+        {
+            return Err(format!("status {status}"));
+        }
+        if let Some(needle) = &check.body_contains {
+            let body = Limited::new(resp.into_body(), MAX_PROBE_BODY)
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
+                return Err(format!("body lacks {needle:?}"));
+            }
+        }
+        Ok(status)
+    }
+    .await;
+    driver.abort();
+    result
+}

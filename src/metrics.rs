@@ -1,0 +1,309 @@
+//! Prometheus metrics, encoded by `prometheus-client`. The request path never looks a
+//! metric up by label: every handle it touches (request counters per route × pool ×
+//! status class, a duration histogram per route, a retry counter per pool) is created
+//! when a snapshot is built and stored in it. The histogram is ours, with atomic
+//! buckets, because the crate's own histogram takes a mutex per observation. Gauges
+//! for server health and in-flight requests are filled in at scrape time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::state::Snapshot;
+
+/// Upper bounds in seconds; the last bucket is +Inf.
+const BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// A histogram with atomic buckets (lock-free observe).
+#[derive(Debug, Clone, Default)]
+pub struct AtomicHistogram(Arc<HistInner>);
+
+#[derive(Debug, Default)]
+struct HistInner {
+    buckets: [AtomicU64; BOUNDS.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn observe(&self, secs: f64) {
+        let i = BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BOUNDS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0
+            .sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(
+            sum,
+            self.0.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    pool: String,
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    pool: String,
+    server: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    pool: String,
+    server: String,
+    result: String,
+}
+
+/// Status classes, indexed 0..6 as `1xx`..`5xx` plus `other`.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+pub fn class_of(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100) - 1,
+        _ => 5,
+    }
+}
+
+/// Handles one route's requests use; built per snapshot.
+#[derive(Debug, Clone)]
+pub struct RouteHandles {
+    /// Indexed `[pool * CLASSES.len() + class]`.
+    requests: Vec<Counter>,
+    pub duration: AtomicHistogram,
+}
+
+impl RouteHandles {
+    pub fn requests(&self, pool: usize, status: u16) -> Option<&Counter> {
+        self.requests.get(pool * CLASSES.len() + class_of(status))
+    }
+}
+
+/// The handles of one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    pub routes: Vec<RouteHandles>,
+    /// Requests no route matched, by status class.
+    pub unrouted: Vec<Counter>,
+    pub retries: Vec<Counter>,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, AtomicHistogram>,
+    retries: Family<PoolLabels, Counter>,
+    healthy: Family<ServerLabels, Gauge>,
+    in_flight: Family<ServerLabels, Gauge>,
+    ejections: Family<ServerLabels, Gauge>,
+    checks: Family<CheckLabels, Counter>,
+    pub outcome_unknown: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::default(),
+            retries: Family::default(),
+            healthy: Family::default(),
+            in_flight: Family::default(),
+            ejections: Family::default(),
+            checks: Family::default(),
+            outcome_unknown: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by route, pool and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request duration by route, response body included",
+            m.duration.clone(),
+        );
+        registry.register(
+            "retries",
+            "Retries sent to another server, by pool",
+            m.retries.clone(),
+        );
+        registry.register(
+            "upstream_healthy",
+            "1 when the server may take traffic",
+            m.healthy.clone(),
+        );
+        registry.register(
+            "upstream_in_flight",
+            "Requests in flight per server",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Passive ejections per server since start",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Active health-check results",
+            m.checks.clone(),
+        );
+        registry.register(
+            "outcome_unknown",
+            "Writes that failed after they may have reached a server",
+            m.outcome_unknown.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Create (or find) every request-path handle for `config`.
+    pub fn prepare(&self, config: &Config) -> Prepared {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteHandles {
+                requests: config
+                    .pools
+                    .iter()
+                    .flat_map(|p| CLASSES.iter().map(move |c| (p, c)))
+                    .map(|(p, c)| {
+                        self.requests
+                            .get_or_create(&RequestLabels {
+                                route: r.name.to_string(),
+                                pool: p.name.to_string(),
+                                class: (*c).to_owned(),
+                            })
+                            .clone()
+                    })
+                    .collect(),
+                duration: self
+                    .duration
+                    .get_or_create(&RouteLabels {
+                        route: r.name.to_string(),
+                    })
+                    .clone(),
+            })
+            .collect();
+        let unrouted = CLASSES
+            .iter()
+            .map(|c| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: "-".into(),
+                        pool: "-".into(),
+                        class: (*c).to_owned(),
+                    })
+                    .clone()
+            })
+            .collect();
+        let retries = config
+            .pools
+            .iter()
+            .map(|p| {
+                self.retries
+                    .get_or_create(&PoolLabels {
+                        pool: p.name.to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
+        Prepared {
+            routes,
+            unrouted,
+            retries,
+        }
+    }
+
+    /// Count one active check result (health manager, off the request path).
+    pub fn health_check(&self, pool: &str, server: std::net::SocketAddr, ok: bool) {
+        let l = CheckLabels {
+            pool: pool.to_owned(),
+            server: server.to_string(),
+            result: if ok { "pass" } else { "fail" }.to_owned(),
+        };
+        self.checks.get_or_create(&l).inc();
+    }
+
+    /// The exposition text, with server gauges read from `snap`.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        for (p, view) in snap.pools.iter().zip(&snap.views) {
+            for (i, e) in p.endpoints.iter().enumerate() {
+                let l = ServerLabels {
+                    pool: p.name.to_string(),
+                    server: e.addr.to_string(),
+                };
+                self.healthy
+                    .get_or_create(&l)
+                    .set(i64::from(view.eligible.contains(&i)));
+                self.in_flight
+                    .get_or_create(&l)
+                    .set(i64::try_from(e.in_flight()).unwrap_or(i64::MAX));
+                self.ejections
+                    .get_or_create(&l)
+                    .set(i64::from(e.stats.status().ejections));
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::error!("cannot encode metrics");
+        }
+        out
+    }
+}
