@@ -57,7 +57,7 @@ impl EncodeMetric for AtomicHistogram {
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
             .collect();
         let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;

@@ -101,6 +101,9 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         ),
     };
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+    if meta.outcome_unknown {
+        snap.metrics.outcome_unknown.inc();
+    }
     let status = resp.status().as_u16();
     let metrics = match (&meta.route, &meta.pool) {
         (Some((r, _)), Some((p, _))) => snap

@@ -78,15 +78,31 @@ pub fn pattern_chunks(len: usize) -> impl Iterator<Item = Bytes> {
     })
 }
 
-/// An HTTP backend on 127.0.0.1:0 that answers with its name and records requests.
-/// Paths: `/slow?ms=N` waits; `/big?mb=N` streams N MiB; `/status?code=N`; anything
-/// else answers `name` with header `x-backend: name`.
+/// How a backend behaves; switch at any time with [`Backend::set_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    Normal = 0,
+    /// Accept and read requests, never answer.
+    Frozen = 1,
+    /// Answer 500.
+    Fail = 2,
+    /// Read the whole request, count it, then drop the connection without an answer.
+    DieAfterBody = 3,
+}
+
+/// An HTTP backend on 127.0.0.1 that answers with its name and records requests.
+/// Paths: `/slow?ms=N` waits; `/big?mb=N` streams N MiB; `/status?code=N`; `/sink`
+/// answers the body length and digest; `/hang` never answers; anything else answers
+/// `name` with header `x-backend: name`. `kill` closes the listener and every open
+/// connection; `restart` listens again on the same address.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Option<oneshot::Sender<()>>,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -98,17 +114,24 @@ fn query_num(target: &str, key: &str) -> Option<u64> {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(
+#[derive(Clone)]
+struct Shared {
     name: Arc<str>,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
-) -> Result<Response<BoxBody>, Infallible> {
+    mode: Arc<std::sync::atomic::AtomicU8>,
+}
+
+async fn answer(sh: Shared, req: Request<Incoming>) -> Result<Response<BoxBody>, std::io::Error> {
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    let mode = sh.mode.load(Ordering::SeqCst);
+    if target.starts_with("/hang") || mode == Mode::Frozen as u8 {
+        std::future::pending::<()>().await;
+    }
     let method = req.method().to_string();
     let headers = req.headers().clone();
     let mut body = req.into_body();
@@ -122,8 +145,8 @@ async fn answer(
             }
         }
     }
-    hits.fetch_add(1, Ordering::SeqCst);
-    seen.lock().unwrap().push(Seen {
+    sh.hits.fetch_add(1, Ordering::SeqCst);
+    sh.seen.lock().unwrap().push(Seen {
         method,
         target: target.clone(),
         headers,
@@ -131,6 +154,9 @@ async fn answer(
         body_digest: digest.0,
         body: (len <= 1 << 20).then(|| Bytes::from(kept)),
     });
+    if mode == Mode::DieAfterBody as u8 {
+        return Err(std::io::Error::other("backend died after reading the body"));
+    }
     if let Some(ms) = query_num(&target, "ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -142,47 +168,83 @@ async fn answer(
     } else if target.starts_with("/sink") {
         Response::new(Full::new(Bytes::from(format!("{len} {}", digest.0))).boxed())
     } else {
-        Response::new(Full::new(Bytes::from(name.to_string())).boxed())
+        Response::new(Full::new(Bytes::from(sh.name.to_string())).boxed())
     };
     if let Some(code) = query_num(&target, "code") {
         *resp.status_mut() = StatusCode::from_u16(code as u16).unwrap();
     }
+    if mode == Mode::Fail as u8 {
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
     resp.headers_mut()
-        .insert("x-backend", name.parse().unwrap());
+        .insert("x-backend", sh.name.parse().unwrap());
     Ok(resp)
 }
 
 impl Backend {
     pub async fn spawn(name: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = oneshot::channel();
-        let (n, h, s) = (Arc::<str>::from(name), hits.clone(), seen.clone());
+        let sh = Shared {
+            name: name.into(),
+            hits: Arc::new(AtomicUsize::new(0)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            mode: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        };
+        let mut b = Backend {
+            addr: listener.local_addr().unwrap(),
+            name: name.to_owned(),
+            hits: sh.hits.clone(),
+            seen: sh.seen.clone(),
+            mode: sh.mode.clone(),
+            stop: None,
+            task: None,
+        };
+        b.serve(listener, sh);
+        b
+    }
+
+    fn serve(&mut self, listener: TcpListener, sh: Shared) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            let mut stop_accept = stopped.clone();
             loop {
                 let (stream, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                    _ = &mut stopped => return,
+                    _ = stop_accept.wait_for(|s| *s) => break,
                 };
-                let (n, h, s) = (n.clone(), h.clone(), s.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(n.clone(), h.clone(), s.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                let sh = sh.clone();
+                let mut stopped = stopped.clone();
+                conns.push(tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(sh.clone(), req));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
+                }));
+            }
+            drop(listener);
+            for c in conns {
+                let _ = c.await;
             }
         });
-        Backend {
-            addr,
-            name: name.to_owned(),
-            hits,
-            seen,
-            stop: Some(stop),
-            task: Some(task),
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            name: self.name.as_str().into(),
+            hits: self.hits.clone(),
+            seen: self.seen.clone(),
+            mode: self.mode.clone(),
         }
+    }
+
+    pub fn set_mode(&self, m: Mode) {
+        self.mode.store(m as u8, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> usize {
@@ -198,14 +260,24 @@ impl Backend {
             .expect("backend saw no request")
     }
 
-    /// Stop accepting; the port is closed when this returns.
-    pub async fn stop(mut self) {
+    /// Close the listener and every open connection; returns when the port is closed.
+    pub async fn kill(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+
+    /// Listen again on the same address.
+    pub async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener, self.shared());
+    }
+
+    pub async fn stop(mut self) {
+        self.kill().await;
     }
 }
 

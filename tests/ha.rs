@@ -1,0 +1,525 @@
+//! High availability through real sockets: killed, frozen, failing and dying backends;
+//! active and passive health; fallback pools; retries that never duplicate a write;
+//! the admin API and metrics.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use support::*;
+use tokio::time::Instant;
+
+async fn json(url: &str) -> Value {
+    serde_json::from_str(&get(url).await.body).unwrap()
+}
+
+/// `in_rotation` of `server` in the admin `/upstreams` answer.
+async fn in_rotation(proxy: &Proxy, server: &Backend) -> bool {
+    let v = json(&proxy.admin_url("/upstreams")).await;
+    v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["servers"].as_array().unwrap().clone())
+        .any(|s| s["server"] == server.addr.to_string() && s["in_rotation"] == true)
+}
+
+async fn state_of(proxy: &Proxy, server: &Backend) -> String {
+    let v = json(&proxy.admin_url("/upstreams")).await;
+    v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["servers"].as_array().unwrap().clone())
+        .find(|s| s["server"] == server.addr.to_string())
+        .map(|s| s["state"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+fn pool_cfg(name: &str, servers: &[&Backend], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    format!("[pools.{name}]\nservers = [{}]\n{extra}\n", list.join(", "))
+}
+
+const CHECKS: &str = "[pools.p.health]\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nhealthy_after = 1\nunhealthy_after = 1\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_under_load_fails_no_request_and_comes_back() {
+    let mut a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{CHECKS}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "")
+    ))
+    .await;
+    let (ok, failed, running) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, running, url) =
+            (ok.clone(), failed.clone(), running.clone(), proxy.url("/x"));
+        load.push(tokio::spawn(async move {
+            let client = client();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while running.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let req = Request::get(url.as_str())
+                    .body(Full::<Bytes>::default())
+                    .unwrap();
+                match tokio::time::timeout(WAIT, client.request(req)).await {
+                    Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    eventually("load reaches both servers", || async {
+        a.hits() > 20 && b.hits() > 20
+    })
+    .await;
+    a.kill().await;
+    let killed = Instant::now();
+    eventually("killed server leaves rotation", || async {
+        !in_rotation(&proxy, &a).await
+    })
+    .await;
+    let out_after = killed.elapsed();
+    let before_restart = a.hits();
+    a.restart().await;
+    eventually("restarted server is back in rotation", || async {
+        in_rotation(&proxy, &a).await
+    })
+    .await;
+    eventually("restarted server gets traffic", || async {
+        a.hits() > before_restart + 10
+    })
+    .await;
+    running.store(false, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    eprintln!(
+        "kill under load: {} requests ok, {} failed; dead server left rotation after {} ms",
+        ok.load(Ordering::SeqCst),
+        failed.load(Ordering::SeqCst),
+        out_after.as_millis()
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "client requests failed while a server died"
+    );
+    assert!(
+        out_after < Duration::from_secs(2),
+        "dead server stayed in rotation {out_after:?}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn post_whose_backend_dies_after_the_body_is_502_and_sent_once() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    a.set_mode(Mode::DieAfterBody);
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "")
+    ))
+    .await;
+    // Round robin starts at `a`.
+    let got = post(
+        &proxy.url("/api/method/frappe.client.submit"),
+        "application/x-www-form-urlencoded",
+        "doc=SINV-0001",
+    )
+    .await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert_eq!(got.headers["x-switchyard-outcome"], "unknown");
+    let id = got.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(got.body.contains(&id), "{}", got.body);
+    assert_eq!(
+        a.hits() + b.hits(),
+        1,
+        "the write reached a backend more than once"
+    );
+    // An idempotent GET in the same situation is retried on the other server.
+    let got = get(&proxy.url("/x")).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "b"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_failure_is_retried_for_any_method_with_the_body() {
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{dead_addr}\", \"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    for _ in 0..4 {
+        let got = post(&proxy.url("/sink"), "application/json", r#"{"doc":"x"}"#).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(b.last().body.as_deref(), Some(&br#"{"doc":"x"}"#[..]));
+    }
+    assert_eq!(b.hits(), 4, "each POST arrived exactly once");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn frozen_server_is_ejected_by_read_timeout() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after = 1\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "read_timeout = \"300ms\"")
+    ))
+    .await;
+    a.set_mode(Mode::Frozen);
+    for _ in 0..6 {
+        let got = get(&proxy.url("/x")).await;
+        assert_eq!(
+            (got.status.as_u16(), got.body.as_str()),
+            (200, "b"),
+            "GET retried past the frozen server"
+        );
+    }
+    eventually("frozen server ejected", || async {
+        state_of(&proxy, &a).await == "ejected"
+    })
+    .await;
+    let v = json(&proxy.admin_url("/upstreams")).await;
+    assert!(v.to_string().contains("\"ejections\":1"), "{v}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn frozen_server_is_marked_down_by_active_checks_and_requests_never_wait_on_probes() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{CHECKS}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "")
+    ))
+    .await;
+    a.set_mode(Mode::Frozen);
+    eventually("frozen server unhealthy by probes alone", || async {
+        state_of(&proxy, &a).await == "unhealthy"
+    })
+    .await;
+    let v = json(&proxy.admin_url("/upstreams")).await;
+    assert!(
+        v.to_string().contains("timed out"),
+        "last probe says why: {v}"
+    );
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/x")).await.body, "b");
+    }
+    assert_eq!(a.hits(), before);
+    a.set_mode(Mode::Normal);
+    eventually("thawed server healthy again", || async {
+        state_of(&proxy, &a).await == "healthy"
+    })
+    .await;
+    proxy.stop().await;
+
+    // Probes that hang for 30 s never hold up a request.
+    let c = Backend::spawn("c").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n{}[pools.p.health]\npath = \"/hang\"\ninterval = \"50ms\"\ntimeout = \"30s\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&c], "")
+    ))
+    .await;
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(get(&proxy.url("/x")).await.body, "c");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a request waited on a hanging probe"
+        );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn reports_fall_back_to_primary_and_all_down_is_503() {
+    let mut p = Backend::spawn("primary").await;
+    let mut s = Backend::spawn("secondary").await;
+    let checks = |pool: &str| CHECKS.replace("pools.p.", &format!("pools.{pool}."));
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{}{}{}[[routes]]\nname = \"reports\"\npool = \"secondary\"\nmatch.path_prefix = \"/api/method/frappe.desk.query_report.run\"\n[[routes]]\nname = \"default\"\npool = \"primary\"\n",
+        pool_cfg("primary", &[&p], ""),
+        checks("primary"),
+        pool_cfg("secondary", &[&s], "fallback = \"primary\""),
+        checks("secondary"),
+    ))
+    .await;
+    let report = proxy.url("/api/method/frappe.desk.query_report.run");
+    assert_eq!(get(&report).await.body, "secondary");
+    s.kill().await;
+    eventually("report calls served by the primary", || async {
+        get(&report).await.body == "primary"
+    })
+    .await;
+    let h = get(&proxy.admin_url("/health")).await;
+    assert_eq!(
+        h.status, 200,
+        "secondary has a fallback that serves: {}",
+        h.body
+    );
+    p.kill().await;
+    eventually("everything down gives 503", || async {
+        get(&report).await.status == 503
+    })
+    .await;
+    let got = get(&report).await;
+    assert_eq!(got.headers["retry-after"], "5");
+    assert!(got.body.contains("no healthy server"), "{}", got.body);
+    assert_eq!(get(&proxy.admin_url("/health")).await.status, 503);
+    p.restart().await;
+    s.restart().await;
+    eventually("recovered", || async {
+        get(&report).await.body == "secondary"
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn drain_and_enable_need_the_token() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\ntoken = \"s3cret\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "")
+    ))
+    .await;
+    let drain = proxy.admin_url(&format!("/upstreams/p/{}/drain", a.addr));
+    let with = |url: &str, auth: Option<&str>| {
+        let mut r = Request::post(url);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Full::default()).unwrap()
+    };
+    assert_eq!(send(with(&drain, None)).await.status, 401);
+    assert_eq!(send(with(&drain, Some("Bearer nope"))).await.status, 401);
+    let ok = send(with(&drain, Some("Bearer s3cret"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("draining"));
+    assert_eq!(state_of(&proxy, &a).await, "draining");
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/x")).await.body, "b");
+    }
+    assert_eq!(a.hits(), before);
+    let missing = send(with(
+        &proxy.admin_url("/upstreams/p/127.0.0.1:1/drain"),
+        Some("Bearer s3cret"),
+    ))
+    .await;
+    assert_eq!(missing.status, 404);
+    let enable = proxy.admin_url(&format!("/upstreams/p/{}/enable", a.addr));
+    assert_eq!(send(with(&enable, Some("Bearer s3cret"))).await.status, 200);
+    eventually("enabled server gets traffic", || async {
+        get(&proxy.url("/x")).await.body == "a"
+    })
+    .await;
+    proxy.stop().await;
+
+    let no_token = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n", pool_cfg("p", &[&a], ""))).await;
+    let drain = no_token.admin_url(&format!("/upstreams/p/{}/drain", a.addr));
+    assert_eq!(
+        send(with(&drain, Some("Bearer anything"))).await.status,
+        403
+    );
+    no_token.stop().await;
+}
+
+fn counter(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move() {
+    let a = Backend::spawn("a").await;
+    let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\nmatch.path_prefix = \"/in\"\n", pool_cfg("p", &[&a], ""))).await;
+    get(&proxy.url("/in")).await;
+    let before = get(&proxy.admin_url("/metrics")).await.body;
+    for _ in 0..3 {
+        get(&proxy.url("/in")).await;
+    }
+    get(&proxy.url("/in?code=503")).await;
+    get(&proxy.url("/nowhere")).await;
+    // The access record (and its metrics) is completed when the body ends; poll briefly.
+    let ok_series = "switchyard_requests_total{route=\"all\",pool=\"p\",class=\"2xx\"}";
+    let want = counter(&before, ok_series) + 3.0;
+    let url = proxy.admin_url("/metrics");
+    eventually("counters move", || {
+        let url = url.clone();
+        async move { counter(&get(&url).await.body, ok_series) >= want }
+    })
+    .await;
+    let after = get(&url).await.body;
+    assert_eq!(
+        counter(&after, ok_series) - counter(&before, ok_series),
+        3.0,
+        "{after}"
+    );
+    assert!(
+        counter(
+            &after,
+            "switchyard_requests_total{route=\"all\",pool=\"p\",class=\"5xx\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        counter(
+            &after,
+            "switchyard_requests_total{route=\"-\",pool=\"-\",class=\"4xx\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("switchyard_request_duration_seconds_bucket{le=\"+Inf\",route=\"all\"}"),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!(
+            "switchyard_upstream_healthy{{pool=\"p\",server=\"{}\"}} 1",
+            a.addr
+        )),
+        "{after}"
+    );
+    // Exposition format: comments, samples `name{labels} value`, and the EOF marker.
+    let sample = regex::Regex::new(
+        r#"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.eE+]+$"#,
+    )
+    .unwrap();
+    for line in after.lines() {
+        assert!(
+            line.starts_with('#') || sample.is_match(line),
+            "not Prometheus text: {line:?}"
+        );
+    }
+    assert_eq!(after.lines().last(), Some("# EOF"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hash_balancing_is_sticky_and_slow_start_ramps() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let c = Backend::spawn("c").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg(
+            "p",
+            &[&a, &b, &c],
+            "balance = \"hash\"\nhash_key = \"cookie:io\""
+        )
+    ))
+    .await;
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..12 {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let req = Request::get(proxy.url("/socket.io/"))
+                .header("cookie", format!("sid=1; io=session{user}"))
+                .body(Full::default())
+                .unwrap();
+            seen.insert(send(req).await.body);
+        }
+        assert_eq!(
+            seen.len(),
+            1,
+            "session {user} moved between servers: {seen:?}"
+        );
+        owners.extend(seen);
+    }
+    assert!(
+        owners.len() >= 2,
+        "sessions spread over servers: {owners:?}"
+    );
+    proxy.stop().await;
+
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\ntoken = \"t\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "slow_start = \"4s\"")
+    ))
+    .await;
+    let admin = |action: &str| {
+        Request::post(proxy.admin_url(&format!("/upstreams/p/{}/{action}", a.addr)))
+            .header("authorization", "Bearer t")
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send(admin("drain")).await.status, 200);
+    assert_eq!(send(admin("enable")).await.status, 200);
+    let (mut to_a, n) = (0, 100);
+    for _ in 0..n {
+        if get(&proxy.url("/x")).await.body == "a" {
+            to_a += 1;
+        }
+    }
+    assert!(
+        to_a < 30,
+        "a returning server got {to_a}% of traffic at once"
+    );
+    eventually("slow start ends in an even share", || async {
+        let mut a_hits = 0;
+        for _ in 0..40 {
+            if get(&proxy.url("/x")).await.body == "a" {
+                a_hits += 1;
+            }
+        }
+        a_hits >= 18
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_queues_then_refuses() {
+    let a = Backend::spawn("a").await;
+    for (queue_timeout, want) in [("2s", 200u16), ("200ms", 503)] {
+        let proxy = Proxy::start(&format!(
+            "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+            pool_cfg(
+                "p",
+                &[&a],
+                &format!("max_connections = 1\nqueue_timeout = \"{queue_timeout}\"")
+            )
+        ))
+        .await;
+        let first = tokio::spawn(get_owned(proxy.url("/slow?ms=700")));
+        let hits = a.hits();
+        eventually("first request in flight", || async { a.hits() > hits }).await;
+        let second = get(&proxy.url("/x")).await;
+        assert_eq!(
+            second.status.as_u16(),
+            want,
+            "queue_timeout {queue_timeout}: {}",
+            second.body
+        );
+        assert_eq!(first.await.unwrap().status, 200);
+        proxy.stop().await;
+    }
+}
+
+async fn get_owned(url: String) -> Got {
+    get(&url).await
+}
