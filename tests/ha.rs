@@ -523,3 +523,26 @@ async fn max_connections_queues_then_refuses() {
 async fn get_owned(url: String) -> Got {
     get(&url).await
 }
+
+#[tokio::test]
+async fn request_id_is_kept_only_from_a_trusted_proxy() {
+    let a = Backend::spawn("a").await;
+    for (trusted, keep) in [("", false), ("trusted_proxies = [\"127.0.0.1\"]", true)] {
+        let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n{trusted}\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n", pool_cfg("p", &[&a], ""))).await;
+        let req = Request::get(proxy.url("/x"))
+            .header("x-request-id", "outer-123")
+            .body(Full::default())
+            .unwrap();
+        let got = send(req).await;
+        let id = got.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id == "outer-123", keep, "{trusted}: {id}");
+        assert_eq!(
+            a.last().headers["x-request-id"],
+            id.as_str(),
+            "backend sees the same id"
+        );
+        let plain = get(&proxy.url("/y")).await;
+        assert_eq!(plain.headers["x-request-id"].len(), 16);
+        proxy.stop().await;
+    }
+}

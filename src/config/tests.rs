@@ -152,3 +152,38 @@ fn all_semantic_errors_are_reported_at_once() {
     let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![13, 14, 15]);
 }
+
+#[test]
+fn fallback_loop_is_refused() {
+    let e = errors(
+        "\n[pools.a]\nservers = [\"127.0.0.1:1\"]\nfallback = \"b\"\n[pools.b]\nservers = [\"127.0.0.1:2\"]\nfallback = \"a\"\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!((e[0].line, e[0].col), (13, 12));
+    assert!(
+        e[0].msg.contains("fallback pools form a loop: a -> b -> a"),
+        "{}",
+        e[0].msg
+    );
+}
+
+#[test]
+fn unknown_fallback_and_non_idempotent_retry_are_refused() {
+    let (line, _, msg) = one("\n[pools.a]\nservers = [\"127.0.0.1:1\"]\nfallback = \"nope\"\n");
+    assert_eq!(line, 13);
+    assert!(msg.contains("fallback pool `nope` is not defined"), "{msg}");
+    let (line, _, msg) = one(
+        "\n[pools.a]\nservers = [\"127.0.0.1:1\"]\n[pools.a.retry]\nidempotent_methods = [\"GET\", \"POST\"]\n",
+    );
+    assert_eq!(line, 14);
+    assert!(msg.contains("\"POST\" is not idempotent"), "{msg}");
+}
+
+#[test]
+fn health_section_is_validated() {
+    let e = errors(
+        "\n[pools.a]\nservers = [\"127.0.0.1:1\"]\n[pools.a.health]\npath = \"no-slash\"\nexpect_status = [\"200-x\"]\nhealthy_after = 0\n",
+    );
+    let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![14, 15, 16], "{e:?}");
+}
