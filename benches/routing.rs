@@ -95,7 +95,7 @@ fn bench_route(c: &mut Criterion) {
     g.finish();
 
     let metrics = std::sync::Arc::new(switchyard::metrics::Metrics::new());
-    let snap = switchyard::state::Snapshot::build(&cfg, 1, &mut Default::default(), metrics);
+    let snap = switchyard::state::Snapshot::build(&cfg, 1, &mut Default::default(), metrics, None);
     let view = &snap.views[0];
     c.bench_function("pick/round_robin/2", |b| {
         b.iter(|| {

@@ -8,6 +8,8 @@
 //!   rotation and back (in-flight requests finish). Needs `Authorization: Bearer
 //!   <token>`; refused outright when no token is configured.
 //! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /config`: generation, load time and the last reload error (with line:col);
+//!   `POST /config/reload` (token) reloads now.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,7 +35,7 @@ use crate::state::{SharedState, Snapshot};
 pub struct Admin {
     pub state: Arc<SharedState>,
     pub events: Events,
-    pub token: Option<String>,
+    pub reloads: crate::reload::Reloads,
 }
 
 /// Serve the admin API until `stop` flips.
@@ -85,6 +87,19 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["health"]) => health(&snap),
         (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
+        (&Method::GET, ["config"]) => reply(StatusCode::OK, &config_status(&admin.reloads)),
+        (&Method::POST, ["config", "reload"]) => {
+            if let Err(resp) = authorize(&req, &snap) {
+                return *resp;
+            }
+            match admin.reloads.reload_now().await {
+                Ok(g) => reply(StatusCode::OK, &json!({"generation": g, "applied": true})),
+                Err(e) => reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"applied": false, "error": e}),
+                ),
+            }
+        }
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(snap.metrics.render(&snap))));
             r.headers_mut().insert(
@@ -96,7 +111,7 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
             r
         }
         (&Method::POST, ["upstreams", pool, server, action @ ("drain" | "enable")]) => {
-            if let Err(resp) = authorize(&req, admin) {
+            if let Err(resp) = authorize(&req, &snap) {
                 return *resp;
             }
             let Ok(addr) = server.parse::<SocketAddr>() else {
@@ -132,14 +147,14 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
         }
         _ => reply(
             StatusCode::NOT_FOUND,
-            &json!({"error": "unknown admin endpoint", "endpoints": ["GET /health", "GET /upstreams", "GET /metrics", "POST /upstreams/{pool}/{server}/drain", "POST /upstreams/{pool}/{server}/enable"]}),
+            &json!({"error": "unknown admin endpoint", "endpoints": ["GET /health", "GET /upstreams", "GET /metrics", "GET /config", "POST /config/reload", "POST /upstreams/{pool}/{server}/drain", "POST /upstreams/{pool}/{server}/enable"]}),
         ),
     }
 }
 
 /// Bearer-token check in constant time; no token configured refuses every change.
-fn authorize(req: &Request<Incoming>, admin: &Admin) -> Result<(), Box<Response<Full<Bytes>>>> {
-    let Some(token) = &admin.token else {
+fn authorize(req: &Request<Incoming>, snap: &Snapshot) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let Some(token) = &snap.admin_token else {
         return Err(Box::new(reply(
             StatusCode::FORBIDDEN,
             &json!({"error": "changes are disabled: set [admin] token or token_env"}),
@@ -210,6 +225,20 @@ fn health(snap: &Snapshot) -> Response<Full<Bytes>> {
         status,
         &json!({"status": if ok { "ok" } else { "degraded" }, "generation": snap.generation, "pools": pools}),
     )
+}
+
+fn config_status(reloads: &crate::reload::Reloads) -> Value {
+    let Some(st) = reloads.status() else {
+        return json!({"error": "status unavailable"});
+    };
+    json!({
+        "path": st.path.display().to_string(),
+        "generation": st.generation,
+        "loaded_at": unix(st.loaded_at),
+        "last_error": st.last_error,
+        "last_error_at": st.last_error_at.map(unix),
+        "reload_failures": st.failures,
+    })
 }
 
 fn unix(t: SystemTime) -> f64 {

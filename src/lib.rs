@@ -12,8 +12,10 @@ pub mod access;
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod state;
 pub mod upstream;
@@ -38,27 +40,24 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-async fn bind_one(addr: std::net::SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
-    })
-}
-
-/// Bind every listener of `config`, and the admin API if enabled.
+/// Bind every listener of `config`, and the admin API if enabled, taking inherited
+/// sockets (`LISTEN_FDS`) for matching addresses.
 pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    let mut inherited = listen::inherited();
     let mut proxy = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        proxy.push(bind_one(l.addr, &l.name).await?);
+        proxy.push(listen::take_or_bind(&mut inherited, l.addr)?);
     }
     let admin = match config.admin.addr {
-        Some(a) => Some(bind_one(a, "admin").await?),
+        Some(a) => Some(listen::take_or_bind(&mut inherited, a)?),
         None => None,
     };
     Ok(Listeners { proxy, admin })
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and let in-flight requests
-/// finish for at most the configured drain time.
+/// finish for at most the configured drain time. While running, the config file is
+/// reloaded on change, on SIGHUP and on the admin API's request.
 pub async fn run(
     listeners: Listeners,
     config: Config,
@@ -69,56 +68,56 @@ pub async fn run(
         None => (None, None),
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.config_generation.set(1);
     let mut registry = state::Registry::default();
     let state = Arc::new(SharedState::new(Snapshot::build(
         &config,
         1,
         &mut registry,
         metrics,
+        None,
     )));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (events, manager) = health::spawn(state.clone(), stop_rx.clone());
+    let (events, manager) = health::spawn(state.clone(), registry, stop_rx.clone());
     let shared = Arc::new(Shared {
         state: state.clone(),
         access,
         events: events.clone(),
     });
-    let builder = Arc::new(proxy::builder(&config.server));
-    let mut tasks = Vec::new();
-    for (i, l) in listeners.proxy.into_iter().enumerate() {
-        let name = config
-            .listeners
-            .get(i)
-            .map_or_else(|| "?".into(), |c| c.name.clone());
-        tracing::info!(listener = %name, addr = ?l.local_addr().ok(), "listening");
-        tasks.push(tokio::spawn(proxy::serve(
-            l,
-            i,
-            shared.clone(),
-            builder.clone(),
-            stop_rx.clone(),
-            config.server.drain_timeout,
-            config.server.max_header_bytes,
-        )));
+    let mut sup = reload::Supervisor::new(shared.clone());
+    for l in listeners.proxy {
+        sup.start(l);
     }
+    let (reloads, reload_rx) = reload::Reloads::new(&config.path);
+    let sighup = spawn_sighup(reloads.clone(), stop_rx.clone());
     let admin_task = listeners.admin.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "admin API listening");
         let admin = Arc::new(admin::Admin {
             state: state.clone(),
-            events,
-            token: config.admin.token.clone(),
+            events: events.clone(),
+            reloads: reloads.clone(),
         });
         tokio::spawn(admin::serve(l, admin, stop_rx.clone()))
     });
+    let reloader = tokio::spawn(reload::run(
+        config.path.clone(),
+        config.reload.clone(),
+        sup,
+        events,
+        reloads,
+        reload_rx,
+        stop_rx.clone(),
+    ));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let _ = reloader.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    let _ = sighup.await;
     let _ = manager.await;
     drop(shared);
     if let Some(w) = writer {
@@ -126,4 +125,35 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP asks for a reload (unix only).
+fn spawn_sighup(
+    reloads: reload::Reloads,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading config");
+                        reloads.trigger(reload::Trigger::Signal);
+                    }
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (reloads, stop.wait_for(|s| *s).await);
+        }
+    })
 }

@@ -148,6 +148,8 @@ pub struct Metrics {
     ejections: Family<ServerLabels, Gauge>,
     checks: Family<CheckLabels, Counter>,
     pub outcome_unknown: Counter,
+    pub reload_failures: Counter,
+    pub config_generation: Gauge,
 }
 
 impl Default for Metrics {
@@ -168,6 +170,8 @@ impl Metrics {
             ejections: Family::default(),
             checks: Family::default(),
             outcome_unknown: Counter::default(),
+            reload_failures: Counter::default(),
+            config_generation: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -209,6 +213,16 @@ impl Metrics {
             "outcome_unknown",
             "Writes that failed after they may have reached a server",
             m.outcome_unknown.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Config reloads refused (the old config kept serving)",
+            m.reload_failures.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Config generation being served",
+            m.config_generation.clone(),
         );
         Metrics { registry, ..m }
     }

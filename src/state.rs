@@ -20,6 +20,7 @@ use crate::upstream::{EndpointStats, Pool, PoolView};
 #[derive(Debug)]
 pub struct ListenerInfo {
     pub name: Arc<str>,
+    pub addr: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -48,6 +49,10 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     /// This generation's metric handles (no label lookups on the request path).
     pub prepared: Arc<Prepared>,
+    /// How client connections are served (header limits and timeouts of `[server]`).
+    pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    /// Bearer token for admin changes.
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -57,12 +62,16 @@ impl Snapshot {
         generation: u64,
         registry: &mut Registry,
         metrics: Arc<Metrics>,
+        previous: Option<&Snapshot>,
     ) -> Self {
         let pools: Vec<Pool> = config
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| Pool::new(i, p, &mut |addr| registry.stats_for(&p.name, addr)))
+            .map(|(i, p)| {
+                let prev = previous.and_then(|s| s.pools.iter().find(|q| q.name == p.name));
+                Pool::new(i, p, &mut |addr| registry.stats_for(&p.name, addr), prev)
+            })
             .collect();
         let views = pools
             .iter()
@@ -90,6 +99,7 @@ impl Snapshot {
                     .iter()
                     .map(|l| ListenerInfo {
                         name: l.name.clone(),
+                        addr: l.addr,
                         trusted_proxies: l.trusted_proxies.clone(),
                     })
                     .collect(),
@@ -97,6 +107,8 @@ impl Snapshot {
             server: config.server.clone(),
             metrics,
             prepared,
+            builder: Arc::new(crate::proxy::builder(&config.server)),
+            admin_token: config.admin.token.as_deref().map(Arc::from),
         }
     }
 
@@ -111,11 +123,21 @@ impl Snapshot {
             server: self.server.clone(),
             metrics: self.metrics.clone(),
             prepared: self.prepared.clone(),
+            builder: self.builder.clone(),
+            admin_token: self.admin_token.clone(),
         }
     }
 
     pub fn view(&self, pool: usize) -> Option<&PoolView> {
         self.views.get(pool)
+    }
+
+    /// Index (for the `listener` route condition) of the listener bound to `addr`.
+    pub fn listener_index(&self, addr: SocketAddr) -> usize {
+        self.listeners
+            .iter()
+            .position(|l| l.addr == addr)
+            .unwrap_or(usize::MAX)
     }
 }
 

@@ -29,6 +29,16 @@ pub struct FileConfig {
     pub routes: Vec<Spanned<FileRoute>>,
     #[serde(default)]
     pub admin: FileAdmin,
+    #[serde(default)]
+    pub reload: FileReload,
+}
+
+/// `[reload]`: live configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReload {
+    pub watch: Option<bool>,
+    pub debounce: Option<SpanStr>,
 }
 
 /// The admin API listener.

@@ -50,6 +50,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: usize = 32;
 /// Largest weight of one server; keeps the round-robin schedule small.
 pub const MAX_WEIGHT: u32 = 1000;
+/// Quiet time after the last file event before a watched config is reloaded.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Where the admin API listens unless `[admin] addr` says otherwise.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
 /// Active check period and per-probe timeout.
@@ -88,6 +90,14 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub routes: Vec<Route>,
     pub admin: AdminSettings,
+    pub reload: ReloadSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    /// Reload when the file changes (SIGHUP and the admin API always work).
+    pub watch: bool,
+    pub debounce: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -118,6 +118,10 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     fallback_loops(&mut cx, &file, &pools);
     let routes = routes(&mut cx, &file.routes, &listeners, &pools);
     let admin = admin(&mut cx, &file.admin);
+    let reload = ReloadSettings {
+        watch: file.reload.watch.unwrap_or(true),
+        debounce: cx.duration(&file.reload.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
+    };
     if cx.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
@@ -127,6 +131,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             pools,
             routes,
             admin,
+            reload,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.col));

@@ -22,7 +22,7 @@ pub use counter::Counter;
 pub use probe::probe;
 
 use crate::config::HealthCheck;
-use crate::state::{SharedState, Snapshot};
+use crate::state::{Registry, SharedState, Snapshot};
 use crate::upstream::{Pool, PoolView, ProbeRecord, ServerState};
 
 /// Events queued for the manager before senders start dropping them.
@@ -47,6 +47,12 @@ pub enum Event {
         pool: Arc<str>,
         addr: SocketAddr,
         reason: &'static str,
+    },
+    /// A validated config to build and publish as the next generation; the reply is
+    /// the new generation number.
+    Apply {
+        config: Box<crate::config::Config>,
+        reply: oneshot::Sender<u64>,
     },
     /// Admin drain (`drain = true`) or enable; the reply says what happened.
     Admin {
@@ -108,60 +114,39 @@ impl Tracker {
 
 struct Manager {
     state: Arc<SharedState>,
+    /// Server counters by (pool, address), lent to every snapshot built.
+    registry: Registry,
     trackers: HashMap<(Arc<str>, SocketAddr), Tracker>,
     probe_now: HashMap<Arc<str>, Arc<Notify>>,
+    probers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
+    events: Events,
     ramping: bool,
 }
 
 /// Start the manager and one prober per pool with active checks; all stop when `stop` flips.
-pub fn spawn(state: Arc<SharedState>, stop: watch::Receiver<bool>) -> (Events, JoinHandle<()>) {
+pub fn spawn(
+    state: Arc<SharedState>,
+    registry: Registry,
+    stop: watch::Receiver<bool>,
+) -> (Events, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let events = Events(tx);
-    let snap = state.load();
     let mut m = Manager {
         state,
+        registry,
         trackers: HashMap::new(),
         probe_now: HashMap::new(),
+        probers: Vec::new(),
+        events: events.clone(),
         ramping: false,
     };
-    let mut probers = Vec::new();
-    for pool in snap.pools.iter() {
-        for e in &pool.endpoints {
-            let active = pool
-                .cfg
-                .health
-                .as_ref()
-                .map(|h| Counter::new(true, h.healthy_after, h.unhealthy_after));
-            m.trackers.insert(
-                (pool.name.clone(), e.addr),
-                Tracker {
-                    active,
-                    ejected_until: None,
-                    awaiting_probe: false,
-                    ejections: 0,
-                    draining: false,
-                    joined: None,
-                },
-            );
-        }
-        if let Some(check) = pool.cfg.health.clone() {
-            let now = Arc::new(Notify::new());
-            m.probe_now.insert(pool.name.clone(), now.clone());
-            let addrs = pool.endpoints.iter().map(|e| e.addr).collect();
-            probers.push(tokio::spawn(probe_loop(
-                pool.name.clone(),
-                addrs,
-                check,
-                events.clone(),
-                now,
-                stop.clone(),
-            )));
-        }
-    }
+    let snap = m.state.load();
+    m.sync(&snap, true);
     let task = tokio::spawn(async move {
         m.run(rx, stop).await;
-        for p in probers {
-            let _ = p.await;
+        for (stop, task) in m.probers.drain(..) {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
     });
     (events, task)
@@ -193,6 +178,78 @@ impl Manager {
         }
     }
 
+    /// Match trackers and probers to `snap`: servers present before keep their state;
+    /// new ones (after start-up) start unknown in pools with active checks and are
+    /// probed at once; removed ones are forgotten.
+    fn sync(&mut self, snap: &Snapshot, start: bool) {
+        let now = Instant::now();
+        let mut next = HashMap::new();
+        for pool in snap.pools.iter() {
+            let health = pool.cfg.health.as_ref();
+            for e in &pool.endpoints {
+                let key = (pool.name.clone(), e.addr);
+                let t = match self.trackers.remove(&key) {
+                    Some(mut t) => {
+                        let healthy = t.active.is_none_or(|c| c.is_healthy());
+                        t.active = health
+                            .map(|h| Counter::new(healthy, h.healthy_after, h.unhealthy_after));
+                        t
+                    }
+                    None => Tracker {
+                        active: health
+                            .map(|h| Counter::new(true, h.healthy_after, h.unhealthy_after)),
+                        ejected_until: None,
+                        awaiting_probe: !start && health.is_some(),
+                        ejections: 0,
+                        draining: false,
+                        joined: (!start).then_some(now),
+                    },
+                };
+                next.insert(key, t);
+            }
+        }
+        self.trackers = next;
+        for (stop, _) in self.probers.drain(..) {
+            let _ = stop.send(true);
+        }
+        self.probe_now.clear();
+        for pool in snap.pools.iter() {
+            let Some(check) = pool.cfg.health.clone() else {
+                continue;
+            };
+            let now = Arc::new(Notify::new());
+            self.probe_now.insert(pool.name.clone(), now.clone());
+            let addrs = pool.endpoints.iter().map(|e| e.addr).collect();
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(probe_loop(
+                pool.name.clone(),
+                addrs,
+                check,
+                self.events.clone(),
+                now,
+                stop_rx,
+            ));
+            self.probers.push((stop_tx, task));
+        }
+    }
+
+    /// Build `config` into the next generation, carry state over, publish.
+    fn apply(&mut self, config: &crate::config::Config) -> u64 {
+        let current = self.state.load();
+        let generation = current.generation + 1;
+        let next = Snapshot::build(
+            config,
+            generation,
+            &mut self.registry,
+            current.metrics.clone(),
+            Some(&current),
+        );
+        self.sync(&next, false);
+        self.state.store(next);
+        self.publish();
+        generation
+    }
+
     fn pool(&self, name: &str) -> Option<(Arc<Snapshot>, usize)> {
         let snap = self.state.load();
         let i = snap.pools.iter().position(|p| &*p.name == name)?;
@@ -209,6 +266,11 @@ impl Manager {
                 detail,
             } => self.on_probe(pool, addr, ok, latency, detail),
             Event::Eject { pool, addr, reason } => self.on_eject(&pool, addr, reason),
+            Event::Apply { config, reply } => {
+                let generation = self.apply(&config);
+                let _ = reply.send(generation);
+                false
+            }
             Event::Admin {
                 pool,
                 addr,

@@ -61,7 +61,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     let snap = shared.state.load();
     let trusted = snap
         .listeners
-        .get(conn.listener)
+        .get(snap.listener_index(conn.local))
         .map_or(&[][..], |l| &l.trusted_proxies[..]);
     let request_id = request_id(req.headers(), conn.peer, trusted);
     let record = shared.access.as_ref().map(|_| AccessRecord {
@@ -288,7 +288,7 @@ async fn route(
     let kind = look::body_kind(&parts.headers, body);
     let path = routing::decode_path(parts.uri.path());
     let mut view = RequestView {
-        listener: cx.conn.listener,
+        listener: snap.listener_index(cx.conn.local),
         method: &parts.method,
         host: routing::request_host(&parts.uri, &parts.headers),
         path: &path,
@@ -354,7 +354,7 @@ fn prepare_headers(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_
     let trusted = cx
         .snap
         .listeners
-        .get(cx.conn.listener)
+        .get(cx.snap.listener_index(cx.conn.local))
         .map_or(&[][..], |l| &l.trusted_proxies[..]);
     headers::set_forwarded(
         &mut parts.headers,

@@ -42,8 +42,9 @@ pub struct Shared {
 #[derive(Debug)]
 pub struct Conn {
     pub peer: SocketAddr,
-    /// Index of the listener in the config, for the `listener` route condition.
-    pub listener: usize,
+    /// Address of the listener the connection came in on (listeners are matched to
+    /// config entries, and to the `listener` route condition, by address).
+    pub local: SocketAddr,
     pub scheme: &'static str,
 }
 
@@ -62,17 +63,17 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accept on `listener` until `stop` flips, then drain open connections for at most
-/// `drain`.
-pub async fn serve(
-    listener: TcpListener,
-    index: usize,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    mut stop: watch::Receiver<bool>,
-    drain: Duration,
-    max_head: usize,
-) {
+/// Accept on `listener` until `stop` flips, then drain its open connections for at
+/// most the drain time of the config current at that moment. Settings (limits,
+/// timeouts, routes) come from the snapshot current when a connection or request arrives.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address");
+            return;
+        }
+    };
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -91,9 +92,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let snap = shared.state.load();
         let conn = Arc::new(Conn {
             peer,
-            listener: index,
+            local,
             scheme: "http",
         });
         let shared = shared.clone();
@@ -105,11 +107,8 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) }
                 .instrument(span)
         });
-        let fut = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(framing::Guarded::new(stream, max_head)), svc)
-                .into_owned(),
-        );
+        let io = TokioIo::new(framing::Guarded::new(stream, snap.server.max_header_bytes));
+        let fut = graceful.watch(snap.builder.serve_connection(io, svc).into_owned());
         tokio::spawn(
             async move {
                 if let Err(e) = fut.await {
@@ -120,13 +119,11 @@ pub async fn serve(
         );
     }
     drop(listener);
+    let drain = shared.state.load().server.drain_timeout;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(
-            ?drain,
-            "drain deadline passed; closing remaining connections"
-        );
+        tracing::warn!(?drain, listener = %local, "drain deadline passed; closing remaining connections");
     }
 }

@@ -114,21 +114,33 @@ impl Pool {
         index: usize,
         cfg: &PoolConfig,
         stats_for: &mut dyn FnMut(SocketAddr) -> Arc<EndpointStats>,
+        previous: Option<&Pool>,
     ) -> Self {
         let endpoints = cfg
             .servers
             .iter()
             .map(|s| Arc::new(Endpoint::new(s.addr, s.weight, stats_for(s.addr))))
             .collect();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.idle_timeout)
-            .pool_max_idle_per_host(cfg.keepalive)
-            .pool_timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+        // Reuse the previous generation's client (and its idle connections) when the
+        // settings that shape it did not change.
+        let same = |p: &&Pool| {
+            (p.cfg.connect_timeout, p.cfg.idle_timeout, p.cfg.keepalive)
+                == (cfg.connect_timeout, cfg.idle_timeout, cfg.keepalive)
+        };
+        let client = match previous.filter(same) {
+            Some(p) => p.client.clone(),
+            None => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(cfg.connect_timeout));
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(cfg.idle_timeout)
+                    .pool_max_idle_per_host(cfg.keepalive)
+                    .pool_timer(TokioTimer::new())
+                    .set_host(false)
+                    .build(connector)
+            }
+        };
         Pool {
             index,
             name: cfg.name.clone(),

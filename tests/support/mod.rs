@@ -291,9 +291,22 @@ pub struct Proxy {
 
 impl Proxy {
     /// Start with `toml`, in which `{listen}` (or `{listen0}`, `{listen1}`, …) is
-    /// replaced by a freshly bound 127.0.0.1 port. The access log is off unless the
-    /// config sets `[log]`.
+    /// replaced by a freshly bound 127.0.0.1 port and `{admin}` by an admin port. The
+    /// access log is off unless the config sets `[log]`, and the file watcher is off
+    /// (there is no file) unless `[reload]` is given.
     pub async fn start(toml: &str) -> Proxy {
+        Self::launch(toml, None).await
+    }
+
+    /// Like [`Proxy::start`], but the rendered config is written to `file` and loaded
+    /// from there, so it can be edited and reloaded. Returns the rendered text too.
+    pub async fn start_file(toml: &str, file: &Path) -> (Proxy, String) {
+        let p = Self::launch(toml, Some(file)).await;
+        let text = std::fs::read_to_string(file).unwrap();
+        (p, text)
+    }
+
+    async fn launch(toml: &str, file: Option<&Path>) -> Proxy {
         let n = (0..8)
             .take_while(|i| toml.contains(&format!("{{listen{i}}}")))
             .count()
@@ -312,6 +325,9 @@ impl Proxy {
         if !text.contains("[log]") {
             text.push_str("\n[log]\naccess_log = \"off\"\n");
         }
+        if !text.contains("[reload]") && file.is_none() {
+            text.push_str("\n[reload]\nwatch = false\n");
+        }
         let mut admin = None;
         if text.contains("{admin}") {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -321,8 +337,14 @@ impl Proxy {
             text.push_str("\n[admin]\nenabled = false\n");
         }
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
-        let config = switchyard::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = match file {
+            Some(f) => {
+                std::fs::write(f, &text).unwrap();
+                switchyard::config::load(f).unwrap_or_else(|e| panic!("{e}\n{text}"))
+            }
+            None => switchyard::config::parse(Path::new("test.toml"), &text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}")),
+        };
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = switchyard::Listeners {

@@ -1,0 +1,63 @@
+//! Listening sockets. Each is bound with SO_REUSEADDR and SO_REUSEPORT, so a new
+//! process can bind the same port while the old one still runs. Alternatively a socket
+//! is inherited (`LISTEN_FDS`): from systemd socket activation, or from the running
+//! switchyard during an upgrade handover. There the very same socket, with its accept
+//! queue, passes to the new process, so no waiting connection is reset.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: i32 = 1024;
+
+/// Bind `addr` with SO_REUSEADDR + SO_REUSEPORT. Must run inside the tokio runtime.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    #[cfg(unix)]
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    sock.listen(BACKLOG)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// Listening TCP sockets passed in by `LISTEN_FDS` (systemd or an upgrade handover).
+pub fn inherited() -> Vec<std::net::TcpListener> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => out.push(l),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(fd = i, error = %e, "inherited fd is not a TCP listener; ignored")
+            }
+        }
+    }
+    out
+}
+
+/// Take the inherited socket bound to `addr`, or bind a new one.
+pub fn take_or_bind(
+    inherited: &mut Vec<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> io::Result<TcpListener> {
+    if let Some(i) = inherited
+        .iter()
+        .position(|l| l.local_addr().ok() == Some(addr))
+    {
+        let l = inherited.swap_remove(i);
+        l.set_nonblocking(true)?;
+        tracing::info!(%addr, "using inherited listening socket");
+        return TcpListener::from_std(l);
+    }
+    bind(addr)
+}

@@ -1,0 +1,309 @@
+//! Live configuration. One task owns the set of listening sockets and reacts to three
+//! triggers: the config file changing (watched with `notify`, debounced, tolerant of
+//! editors that rename a new file over the old one or leave it briefly missing or
+//! half-written), SIGHUP, and `POST /config/reload` on the admin API.
+//!
+//! A reload runs the same `config::load` as `--check`. If the file is invalid, the
+//! error is logged with file:line:col, shown in `GET /config` and counted, and nothing
+//! changes. If it is valid, new listener addresses are bound first (a bind failure
+//! fails the whole reload), then the health manager builds and publishes the next
+//! snapshot in one swap. Only then do accept loops start on new addresses and stop
+//! (draining) on removed ones.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config, ReloadSettings};
+use crate::health::{Event, Events};
+use crate::proxy::{self, Shared};
+
+/// What the admin API shows at `GET /config`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub path: PathBuf,
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    pub failures: u64,
+}
+
+/// Why a reload runs.
+#[derive(Debug)]
+pub enum Trigger {
+    File,
+    Signal,
+    Admin(oneshot::Sender<Result<u64, String>>),
+}
+
+/// Handle to ask for reloads and read their status.
+#[derive(Debug, Clone)]
+pub struct Reloads {
+    tx: mpsc::Sender<Trigger>,
+    pub status: Arc<Mutex<ReloadStatus>>,
+}
+
+impl Reloads {
+    pub fn new(path: &Path) -> (Self, mpsc::Receiver<Trigger>) {
+        let (tx, rx) = mpsc::channel(64);
+        let status = ReloadStatus {
+            path: path.to_path_buf(),
+            generation: 1,
+            loaded_at: SystemTime::now(),
+            last_error: None,
+            last_error_at: None,
+            failures: 0,
+        };
+        (
+            Reloads {
+                tx,
+                status: Arc::new(Mutex::new(status)),
+            },
+            rx,
+        )
+    }
+
+    pub fn trigger(&self, t: Trigger) {
+        let _ = self.tx.try_send(t);
+    }
+
+    /// Reload now and wait for the outcome (admin API).
+    pub async fn reload_now(&self) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Trigger::Admin(tx))
+            .await
+            .map_err(|_| "reloader stopped".to_owned())?;
+        rx.await.map_err(|_| "reloader stopped".to_owned())?
+    }
+
+    pub fn status(&self) -> Option<ReloadStatus> {
+        self.status.lock().ok().map(|s| s.clone())
+    }
+}
+
+/// The accept loops, one per listening address.
+#[derive(Debug)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    served: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Supervisor {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Supervisor {
+            shared,
+            served: HashMap::new(),
+        }
+    }
+
+    pub fn start(&mut self, l: TcpListener) {
+        let Ok(addr) = l.local_addr() else { return };
+        tracing::info!(%addr, "listening");
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(proxy::serve(l, self.shared.clone(), rx));
+        self.served.insert(addr, (tx, task));
+    }
+
+    /// Stop accepting on `addr`; its connections drain in the background.
+    fn stop(&mut self, addr: SocketAddr) {
+        if let Some((tx, task)) = self.served.remove(&addr) {
+            tracing::info!(%addr, "listener removed; draining its connections");
+            let _ = tx.send(true);
+            tokio::spawn(async move {
+                let _ = task.await;
+            });
+        }
+    }
+
+    /// Stop every accept loop and wait for their connections to drain.
+    pub async fn shutdown(mut self) {
+        let all: Vec<_> = self.served.drain().collect();
+        for (_, (tx, _)) in &all {
+            let _ = tx.send(true);
+        }
+        for (_, (_, task)) in all {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Run the reload loop until `stop` flips, then shut the listeners down (drain).
+pub async fn run(
+    path: PathBuf,
+    settings: ReloadSettings,
+    mut sup: Supervisor,
+    events: Events,
+    reloads: Reloads,
+    mut rx: mpsc::Receiver<Trigger>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut settings = settings;
+    let mut watcher = if settings.watch {
+        watch_file(&path, &reloads)
+    } else {
+        None
+    };
+    loop {
+        let trigger = tokio::select! {
+            t = rx.recv() => match t { Some(t) => t, None => break },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let outcome = match trigger {
+            Trigger::File => {
+                // Debounce: wait for quiet, swallowing the burst of events of one save.
+                tokio::time::sleep(settings.debounce).await;
+                while let Ok(Trigger::File) = rx.try_recv() {}
+                match reload(&path, &mut sup, &events).await {
+                    // A file caught mid-write or mid-rename: look once more before reporting.
+                    Err(_) => {
+                        tokio::time::sleep(settings.debounce * 2).await;
+                        reload(&path, &mut sup, &events).await
+                    }
+                    ok => ok,
+                }
+            }
+            Trigger::Signal => reload(&path, &mut sup, &events).await,
+            Trigger::Admin(reply) => {
+                let r = reload(&path, &mut sup, &events).await;
+                let _ = reply.send(r.as_ref().map(|(g, _)| *g).map_err(Clone::clone));
+                r
+            }
+        };
+        record(
+            &reloads,
+            &sup,
+            outcome.as_ref().map(|(g, _)| *g).map_err(Clone::clone),
+        );
+        if let Ok((_, next)) = outcome {
+            if next.watch != settings.watch {
+                watcher = if next.watch {
+                    watch_file(&path, &reloads)
+                } else {
+                    None
+                };
+            }
+            settings = next;
+        }
+    }
+    drop(watcher);
+    sup.shutdown().await;
+}
+
+/// Load, bind new listeners, publish, then start/stop accept loops.
+async fn reload(
+    path: &Path,
+    sup: &mut Supervisor,
+    events: &Events,
+) -> Result<(u64, ReloadSettings), String> {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Ready),
+    ]);
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&p))
+        .await
+        .map_err(|e| e.to_string())?;
+    let cfg: Config = loaded.map_err(|e| e.to_string())?;
+    let wanted: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
+    let mut fresh = Vec::new();
+    for a in wanted.iter().filter(|a| !sup.served.contains_key(a)) {
+        fresh.push(
+            crate::listen::bind(*a)
+                .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?,
+        );
+    }
+    let settings = cfg.reload.clone();
+    let (tx, rx) = oneshot::channel();
+    if !events
+        .send_wait(Event::Apply {
+            config: Box::new(cfg),
+            reply: tx,
+        })
+        .await
+    {
+        return Err("health manager stopped".into());
+    }
+    let generation = rx.await.map_err(|_| "health manager stopped".to_owned())?;
+    for l in fresh {
+        sup.start(l);
+    }
+    let gone: Vec<SocketAddr> = sup
+        .served
+        .keys()
+        .filter(|a| !wanted.contains(a))
+        .copied()
+        .collect();
+    for a in gone {
+        sup.stop(a);
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok((generation, settings))
+}
+
+fn record(reloads: &Reloads, sup: &Supervisor, outcome: Result<u64, String>) {
+    let snap = sup.shared.state.load();
+    let Ok(mut st) = reloads.status.lock() else {
+        return;
+    };
+    match outcome {
+        Ok(g) => {
+            st.generation = g;
+            st.loaded_at = SystemTime::now();
+            st.last_error = None;
+            snap.metrics
+                .config_generation
+                .set(i64::try_from(g).unwrap_or(i64::MAX));
+            tracing::info!(generation = g, "config generation applied");
+        }
+        Err(e) => {
+            st.failures += 1;
+            st.last_error = Some(e.clone());
+            st.last_error_at = Some(SystemTime::now());
+            snap.metrics.reload_failures.inc();
+            tracing::error!(error = %e, "config reload refused; still serving generation {}", st.generation);
+        }
+    }
+}
+
+/// Watch the file's directory (so a rename over the file is seen) for events on it.
+fn watch_file(path: &Path, reloads: &Reloads) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let r = reloads.clone();
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            r.trigger(Trigger::File);
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, dir = %dir.display(), "cannot watch config directory; use SIGHUP or the admin API to reload");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start file watcher");
+            None
+        }
+    }
+}
