@@ -63,6 +63,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with_ready(listeners, config, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the listeners accept and the config watcher is set up
+/// (also the moment systemd is told READY=1).
+pub async fn run_with_ready(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
     let (access, writer) = match AccessLog::spawn(&config.log).await? {
         Some((log, task)) => (Some(Arc::new(log)), Some(task)),
         None => (None, None),
@@ -84,11 +95,16 @@ pub async fn run(
         access,
         events: events.clone(),
     });
+    let (reloads, reload_rx) = reload::Reloads::new(&config.path);
+    let watcher = config
+        .reload
+        .watch
+        .then(|| reload::watch_file(&config.path, &reloads))
+        .flatten();
     let mut sup = reload::Supervisor::new(shared.clone());
     for l in listeners.proxy {
         sup.start(l);
     }
-    let (reloads, reload_rx) = reload::Reloads::new(&config.path);
     let sighup = spawn_sighup(reloads.clone(), stop_rx.clone());
     let admin_task = listeners.admin.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "admin API listening");
@@ -102,6 +118,7 @@ pub async fn run(
     let reloader = tokio::spawn(reload::run(
         config.path.clone(),
         config.reload.clone(),
+        watcher,
         sup,
         events,
         reloads,
@@ -109,6 +126,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    ready();
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -139,6 +139,7 @@ impl Supervisor {
 pub async fn run(
     path: PathBuf,
     settings: ReloadSettings,
+    watcher: Option<notify::RecommendedWatcher>,
     mut sup: Supervisor,
     events: Events,
     reloads: Reloads,
@@ -146,11 +147,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut settings = settings;
-    let mut watcher = if settings.watch {
-        watch_file(&path, &reloads)
-    } else {
-        None
-    };
+    let mut watcher = watcher;
     loop {
         let trigger = tokio::select! {
             t = rx.recv() => match t { Some(t) => t, None => break },
@@ -274,7 +271,7 @@ fn record(reloads: &Reloads, sup: &Supervisor, outcome: Result<u64, String>) {
 }
 
 /// Watch the file's directory (so a rename over the file is seen) for events on it.
-fn watch_file(path: &Path, reloads: &Reloads) -> Option<notify::RecommendedWatcher> {
+pub fn watch_file(path: &Path, reloads: &Reloads) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let name = path.file_name()?.to_owned();
     let dir = match path.parent() {

@@ -347,13 +347,26 @@ impl Proxy {
         };
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let listeners = switchyard::Listeners {
             proxy: listeners,
             admin,
         };
-        let task = tokio::spawn(switchyard::run(listeners, config, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(switchyard::run_with_ready(
+            listeners,
+            config,
+            shutdown,
+            move || {
+                let _ = ready_tx.send(());
+            },
+        ));
+        tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("proxy not ready in time")
+            .expect("proxy failed to start");
         Proxy {
             addrs,
             admin: admin_addr,
