@@ -116,13 +116,15 @@ pub async fn run_with_ready(
         tokio::spawn(admin::serve(l, admin, stop_rx.clone()))
     });
     let reloader = tokio::spawn(reload::run(
-        config.path.clone(),
-        config.reload.clone(),
-        watcher,
-        sup,
-        events,
-        reloads,
-        reload_rx,
+        reload::Reloader {
+            path: config.path.clone(),
+            settings: config.reload.clone(),
+            watcher,
+            sup,
+            events,
+            reloads,
+            rx: reload_rx,
+        },
         stop_rx.clone(),
     ));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -135,17 +135,29 @@ impl Supervisor {
     }
 }
 
+/// Everything the reload loop owns.
+#[derive(Debug)]
+pub struct Reloader {
+    pub path: PathBuf,
+    pub settings: ReloadSettings,
+    pub watcher: Option<notify::RecommendedWatcher>,
+    pub sup: Supervisor,
+    pub events: Events,
+    pub reloads: Reloads,
+    pub rx: mpsc::Receiver<Trigger>,
+}
+
 /// Run the reload loop until `stop` flips, then shut the listeners down (drain).
-pub async fn run(
-    path: PathBuf,
-    settings: ReloadSettings,
-    watcher: Option<notify::RecommendedWatcher>,
-    mut sup: Supervisor,
-    events: Events,
-    reloads: Reloads,
-    mut rx: mpsc::Receiver<Trigger>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
+    let Reloader {
+        path,
+        settings,
+        watcher,
+        mut sup,
+        events,
+        reloads,
+        mut rx,
+    } = r;
     let mut settings = settings;
     let mut watcher = watcher;
     loop {
