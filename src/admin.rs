@@ -233,6 +233,7 @@ fn config_status(reloads: &crate::reload::Reloads) -> Value {
     };
     json!({
         "path": st.path.display().to_string(),
+        "pid": std::process::id(),
         "generation": st.generation,
         "loaded_at": unix(st.loaded_at),
         "last_error": st.last_error,

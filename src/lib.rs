@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod state;
+pub mod upgrade;
 pub mod upstream;
 
 use std::future::Future;
@@ -105,7 +106,13 @@ pub async fn run_with_ready(
     for l in listeners.proxy {
         sup.start(l);
     }
-    let sighup = spawn_sighup(reloads.clone(), stop_rx.clone());
+    let sighup = spawn_signals(reloads.clone(), stop_rx.clone());
+    let extra_fds: Vec<std::os::fd::OwnedFd> = listeners
+        .admin
+        .iter()
+        .filter_map(|l| std::os::fd::AsFd::as_fd(l).try_clone_to_owned().ok())
+        .collect();
+    let upgraded = Arc::new(tokio::sync::Notify::new());
     let admin_task = listeners.admin.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "admin API listening");
         let admin = Arc::new(admin::Admin {
@@ -124,12 +131,17 @@ pub async fn run_with_ready(
             events,
             reloads,
             rx: reload_rx,
+            extra_fds,
+            upgraded: upgraded.clone(),
         },
         stop_rx.clone(),
     ));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready();
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = upgraded.notified() => tracing::info!("handed over to the new process"),
+    }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
@@ -147,33 +159,32 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-/// SIGHUP asks for a reload (unix only).
-fn spawn_sighup(
+/// SIGHUP asks for a reload; SIGUSR2 for an upgrade handover.
+fn spawn_signals(
     reloads: reload::Reloads,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                tracing::warn!("cannot listen for SIGHUP");
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading config");
-                        reloads.trigger(reload::Trigger::Signal);
-                    }
-                    _ = stop.wait_for(|s| *s) => return,
+        let (Ok(mut hup), Ok(mut usr2)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            tracing::warn!("cannot listen for SIGHUP/SIGUSR2");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    reloads.trigger(reload::Trigger::Signal);
                 }
+                _ = usr2.recv() => {
+                    tracing::info!("SIGUSR2: upgrading (handing the sockets to a new process)");
+                    reloads.trigger(reload::Trigger::Upgrade);
+                }
+                _ = stop.wait_for(|s| *s) => return,
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (reloads, stop.wait_for(|s| *s).await);
         }
     })
 }

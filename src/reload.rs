@@ -41,6 +41,8 @@ pub enum Trigger {
     File,
     Signal,
     Admin(oneshot::Sender<Result<u64, String>>),
+    /// SIGUSR2: hand the listening sockets to a new process, then drain and exit.
+    Upgrade,
 }
 
 /// Handle to ask for reloads and read their status.
@@ -94,6 +96,8 @@ impl Reloads {
 pub struct Supervisor {
     shared: Arc<Shared>,
     served: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+    /// A duplicate of each listening socket, to hand to a new process on upgrade.
+    fds: HashMap<SocketAddr, std::os::fd::OwnedFd>,
 }
 
 impl Supervisor {
@@ -101,12 +105,22 @@ impl Supervisor {
         Supervisor {
             shared,
             served: HashMap::new(),
+            fds: HashMap::new(),
         }
     }
 
     pub fn start(&mut self, l: TcpListener) {
         let Ok(addr) = l.local_addr() else { return };
         tracing::info!(%addr, "listening");
+        use std::os::fd::AsFd;
+        match l.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                self.fds.insert(addr, fd);
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot keep a copy of the socket; upgrades will rebind it")
+            }
+        }
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(proxy::serve(l, self.shared.clone(), rx));
         self.served.insert(addr, (tx, task));
@@ -114,6 +128,7 @@ impl Supervisor {
 
     /// Stop accepting on `addr`; its connections drain in the background.
     fn stop(&mut self, addr: SocketAddr) {
+        self.fds.remove(&addr);
         if let Some((tx, task)) = self.served.remove(&addr) {
             tracing::info!(%addr, "listener removed; draining its connections");
             let _ = tx.send(true);
@@ -145,6 +160,10 @@ pub struct Reloader {
     pub events: Events,
     pub reloads: Reloads,
     pub rx: mpsc::Receiver<Trigger>,
+    /// Other sockets to hand over on upgrade (the admin API's).
+    pub extra_fds: Vec<std::os::fd::OwnedFd>,
+    /// Told when an upgrade handed over: this process should drain and exit.
+    pub upgraded: Arc<tokio::sync::Notify>,
 }
 
 /// Run the reload loop until `stop` flips, then shut the listeners down (drain).
@@ -157,6 +176,8 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
         events,
         reloads,
         mut rx,
+        extra_fds,
+        upgraded,
     } = r;
     let mut settings = settings;
     let mut watcher = watcher;
@@ -180,6 +201,24 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
                 }
             }
             Trigger::Signal => reload(&path, &mut sup, &events).await,
+            Trigger::Upgrade => {
+                let fds: Vec<std::os::fd::OwnedFd> = sup
+                    .fds
+                    .values()
+                    .chain(&extra_fds)
+                    .filter_map(|fd| fd.try_clone().ok())
+                    .collect();
+                match crate::upgrade::handover(fds).await {
+                    Ok(pid) => {
+                        tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
+                        upgraded.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "upgrade failed; this process keeps serving")
+                    }
+                }
+                continue;
+            }
             Trigger::Admin(reply) => {
                 let r = reload(&path, &mut sup, &events).await;
                 let _ = reply.send(r.as_ref().map(|(g, _)| *g).map_err(Clone::clone));

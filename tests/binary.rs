@@ -325,3 +325,228 @@ async fn large_bodies_stream_at_flat_memory() {
         "proxy peak RSS grew by {growth_mib} MiB while streaming 64 MiB each way"
     );
 }
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn admin_pid(admin: SocketAddr) -> Option<u32> {
+    let got = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(admin),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    drop(got);
+    let body = get(&format!("http://{admin}/config")).await.body;
+    serde_json::from_str::<serde_json::Value>(&body).ok()?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+/// One request on a new connection (`Connection: close`), so every request goes
+/// through the listening socket's accept queue.
+async fn fresh_request(addr: SocketAddr) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await,
+        Ok(Ok(_))
+    ) && out.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_handover_loses_no_connection() {
+    let b = Backend::spawn("b").await;
+    let (addr, admin) = (free_port(), free_port());
+    let cfg = write_config(&format!(
+        "[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ));
+    let mut old = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        "old process serves",
+        || async move { fresh_request(addr).await },
+    )
+    .await;
+    let old_pid = old.id();
+    let (ok, failed) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while running.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                let c = if fresh_request(addr).await {
+                    &ok
+                } else {
+                    &failed
+                };
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    eventually("load running", || async {
+        ok.load(std::sync::atomic::Ordering::SeqCst) > 50
+    })
+    .await;
+    signal(old_pid, "-USR2");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old process did not hand over and exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let at_exit = ok.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("new process serves after the old one left", || async {
+        ok.load(std::sync::atomic::Ordering::SeqCst) > at_exit + 50
+    })
+    .await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let new_pid = admin_pid(admin)
+        .await
+        .expect("new process answers on the admin socket");
+    assert_ne!(new_pid, old_pid);
+    signal(new_pid, "-TERM");
+    eventually("new process stopped", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    eprintln!(
+        "upgrade handover: {} requests on new connections ok, {} failed",
+        ok.load(std::sync::atomic::Ordering::SeqCst),
+        failed.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(
+        failed.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "connections lost across the handover"
+    );
+}
+
+#[tokio::test]
+async fn second_process_binds_the_same_port_with_so_reuseport() {
+    let b = Backend::spawn("b").await;
+    let addr = free_port();
+    let cfg = write_config(&format!(
+        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ));
+    let spawn = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(cfg.path())
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    eventually("first serves", || async move { fresh_request(addr).await }).await;
+    let mut second = spawn();
+    // Both run on the same port; the first drains and exits on SIGTERM.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "second process could not bind the port"
+    );
+    signal(first.id(), "-TERM");
+    let deadline = std::time::Instant::now() + WAIT;
+    while first.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first process did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert!(fresh_request(addr).await, "second process serves alone");
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[tokio::test]
+async fn sighup_reloads_when_the_watcher_is_off() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let addr = free_port();
+    let text = |server: SocketAddr| {
+        format!(
+            "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[reload]\nwatch = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{server}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+        )
+    };
+    let cfg = write_config(&text(a.addr));
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}/x");
+    eventually("serves", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert_eq!(get(&url).await.body, "a");
+    std::fs::write(cfg.path(), text(b.addr)).unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        assert_eq!(get(&url).await.body, "a", "reloaded although watch = false");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    signal(child.id(), "-HUP");
+    eventually("SIGHUP applied the edit", || async {
+        get(&url).await.body == "b"
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
