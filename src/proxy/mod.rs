@@ -29,6 +29,10 @@ use crate::access::AccessLog;
 use crate::config::ServerSettings;
 use crate::state::SharedState;
 
+/// Time between closing a listener and closing its idle connections, so a client that
+/// connected just before the close can still send its request.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// Process-wide handles every request needs.
 #[derive(Debug)]
 pub struct Shared {
@@ -120,6 +124,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
     drop(listener);
     let drain = shared.state.load().server.drain_timeout;
+    // A connection accepted just now may not have sent its request yet, and a
+    // graceful shutdown closes such connections at once. Give them a moment first.
+    tokio::time::sleep(SETTLE.min(drain)).await;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
