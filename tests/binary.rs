@@ -475,6 +475,7 @@ async fn upgrade_handover_loses_no_connection() {
     for l in load {
         l.await.unwrap();
     }
+    let _ = old.wait();
     signal(current, "-TERM");
     eventually("new process stopped", || async move {
         tokio::net::TcpStream::connect(addr).await.is_err()
