@@ -4,11 +4,8 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
@@ -58,29 +55,7 @@ async fn killed_server_under_load_fails_no_request_and_comes_back() {
         pool_cfg("p", &[&a, &b], "")
     ))
     .await;
-    let (ok, failed, running) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(true)),
-    );
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (ok, failed, running, url) =
-            (ok.clone(), failed.clone(), running.clone(), proxy.url("/x"));
-        load.push(tokio::spawn(async move {
-            let client = client();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while running.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let req = Request::get(url.as_str())
-                    .body(Full::<Bytes>::default())
-                    .unwrap();
-                match tokio::time::timeout(WAIT, client.request(req)).await {
-                    Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        }));
-    }
+    let load = Load::start(proxy.url("/x"), 4);
     eventually("load reaches both servers", || async {
         a.hits() > 20 && b.hits() > 20
     })
@@ -102,21 +77,12 @@ async fn killed_server_under_load_fails_no_request_and_comes_back() {
         a.hits() > before_restart + 10
     })
     .await;
-    running.store(false, Ordering::SeqCst);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     eprintln!(
-        "kill under load: {} requests ok, {} failed; dead server left rotation after {} ms",
-        ok.load(Ordering::SeqCst),
-        failed.load(Ordering::SeqCst),
+        "kill under load: {ok} requests ok, {failed} failed; dead server left rotation after {} ms",
         out_after.as_millis()
     );
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "client requests failed while a server died"
-    );
+    assert_eq!(failed, 0, "client requests failed while a server died");
     assert!(
         out_after < Duration::from_secs(2),
         "dead server stayed in rotation {out_after:?}"

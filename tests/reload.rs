@@ -4,11 +4,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
@@ -51,29 +48,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
     let file = temp_config("hundred");
     let (proxy, _) = Proxy::start_file(&gen_config("{listen}", 0, &refs), &file).await;
     let listen = proxy.addr().to_string();
-    let (ok, failed, running) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(true)),
-    );
-    let mut load = Vec::new();
-    for _ in 0..2 {
-        let (ok, failed, running, url) =
-            (ok.clone(), failed.clone(), running.clone(), proxy.url("/x"));
-        load.push(tokio::spawn(async move {
-            let c = client();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while running.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let req = Request::get(url.as_str())
-                    .body(Full::<Bytes>::default())
-                    .unwrap();
-                match tokio::time::timeout(WAIT, c.request(req)).await {
-                    Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        }));
-    }
+    let load = Load::start(proxy.url("/x"), 2);
     let mut slowest = Duration::ZERO;
     for i in 1..=100 {
         let text = gen_config(&listen, i, &refs);
@@ -103,18 +78,13 @@ async fn hundred_reloads_under_load_fail_no_request() {
         }
         slowest = slowest.max(written.elapsed());
     }
-    running.store(false, Ordering::SeqCst);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     eprintln!(
-        "100 reloads under load: {} requests ok, {} failed; slowest reload in effect after {} ms",
-        ok.load(Ordering::SeqCst),
-        failed.load(Ordering::SeqCst),
+        "100 reloads under load: {ok} requests ok, {failed} failed; slowest reload in effect after {} ms",
         slowest.as_millis()
     );
-    assert_eq!(failed.load(Ordering::SeqCst), 0);
-    assert!(ok.load(Ordering::SeqCst) > 100);
+    assert_eq!(failed, 0);
+    assert!(ok > 100);
     proxy.stop().await;
 }
 

@@ -469,3 +469,61 @@ where
     }
     panic!("not reached within {WAIT:?}: {what}");
 }
+
+/// Client loops sending GETs over keep-alive connections until stopped (at most 60 s),
+/// counting 200s and everything else.
+pub struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: String, clients: usize) -> Load {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (ok, failed, running, url) =
+                    (ok.clone(), failed.clone(), running.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while running.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                        let req = Request::get(url.as_str())
+                            .body(Full::<Bytes>::default())
+                            .unwrap();
+                        match tokio::time::timeout(WAIT, c.request(req)).await {
+                            Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                            _ => failed.fetch_add(1, Ordering::SeqCst),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            running,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stop the clients; returns (ok, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        self.running.store(false, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
