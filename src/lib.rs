@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod state;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 
@@ -97,10 +98,11 @@ pub async fn run_with_ready(
         events: events.clone(),
     });
     let (reloads, reload_rx) = reload::Reloads::new(&config.path);
+    let files = reload::watched(&config);
     let watcher = config
         .reload
         .watch
-        .then(|| reload::watch_file(&config.path, &reloads))
+        .then(|| reload::watch_files(&files, &reloads))
         .flatten();
     let mut sup = reload::Supervisor::new(shared.clone());
     for l in listeners.proxy {
@@ -127,6 +129,7 @@ pub async fn run_with_ready(
             path: config.path.clone(),
             settings: config.reload.clone(),
             watcher,
+            files,
             sup,
             events,
             reloads,

@@ -150,6 +150,9 @@ pub struct Metrics {
     pub outcome_unknown: Counter,
     pub reload_failures: Counter,
     pub config_generation: Gauge,
+    pub tunnels_open: Gauge,
+    pub tunnel_bytes_up: Counter,
+    pub tunnel_bytes_down: Counter,
 }
 
 impl Default for Metrics {
@@ -172,6 +175,9 @@ impl Metrics {
             outcome_unknown: Counter::default(),
             reload_failures: Counter::default(),
             config_generation: Gauge::default(),
+            tunnels_open: Gauge::default(),
+            tunnel_bytes_up: Counter::default(),
+            tunnel_bytes_down: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,6 +229,21 @@ impl Metrics {
             "config_generation",
             "Config generation being served",
             m.config_generation.clone(),
+        );
+        registry.register(
+            "tunnels_open",
+            "WebSocket tunnels open",
+            m.tunnels_open.clone(),
+        );
+        registry.register(
+            "tunnel_bytes_client_to_upstream",
+            "Bytes relayed from clients through tunnels",
+            m.tunnel_bytes_up.clone(),
+        );
+        registry.register(
+            "tunnel_bytes_upstream_to_client",
+            "Bytes relayed to clients through tunnels",
+            m.tunnel_bytes_down.clone(),
         );
         Metrics { registry, ..m }
     }

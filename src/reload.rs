@@ -156,6 +156,8 @@ pub struct Reloader {
     pub path: PathBuf,
     pub settings: ReloadSettings,
     pub watcher: Option<notify::RecommendedWatcher>,
+    /// What `watcher` watches.
+    pub files: Vec<PathBuf>,
     pub sup: Supervisor,
     pub events: Events,
     pub reloads: Reloads,
@@ -172,6 +174,7 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
         path,
         settings,
         watcher,
+        mut files,
         mut sup,
         events,
         reloads,
@@ -221,24 +224,25 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
             }
             Trigger::Admin(reply) => {
                 let r = reload(&path, &mut sup, &events).await;
-                let _ = reply.send(r.as_ref().map(|(g, _)| *g).map_err(Clone::clone));
+                let _ = reply.send(r.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone));
                 r
             }
         };
         record(
             &reloads,
             &sup,
-            outcome.as_ref().map(|(g, _)| *g).map_err(Clone::clone),
+            outcome.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone),
         );
-        if let Ok((_, next)) = outcome {
-            if next.watch != settings.watch {
+        if let Ok((_, next, next_files)) = outcome {
+            if next.watch != settings.watch || next_files != files {
                 watcher = if next.watch {
-                    watch_file(&path, &reloads)
+                    watch_files(&next_files, &reloads)
                 } else {
                     None
                 };
             }
             settings = next;
+            files = next_files;
         }
     }
     drop(watcher);
@@ -250,7 +254,7 @@ async fn reload(
     path: &Path,
     sup: &mut Supervisor,
     events: &Events,
-) -> Result<(u64, ReloadSettings), String> {
+) -> Result<(u64, ReloadSettings, Vec<PathBuf>), String> {
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Reloading,
         sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Ready),
@@ -269,6 +273,7 @@ async fn reload(
         );
     }
     let settings = cfg.reload.clone();
+    let files = watched(&cfg);
     let (tx, rx) = oneshot::channel();
     if !events
         .send_wait(Event::Apply {
@@ -293,7 +298,7 @@ async fn reload(
         sup.stop(a);
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    Ok((generation, settings))
+    Ok((generation, settings, files))
 }
 
 fn record(reloads: &Reloads, sup: &Supervisor, outcome: Result<u64, String>) {
@@ -321,14 +326,23 @@ fn record(reloads: &Reloads, sup: &Supervisor, outcome: Result<u64, String>) {
     }
 }
 
-/// Watch the file's directory (so a rename over the file is seen) for events on it.
-pub fn watch_file(path: &Path, reloads: &Reloads) -> Option<notify::RecommendedWatcher> {
+/// Watch the directories of `files` (so a rename over a file is seen) for events on
+/// those files: the config itself and its certificates and keys.
+pub fn watch_files(files: &[PathBuf], reloads: &Reloads) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let name = path.file_name()?.to_owned();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_owned()))
+        .collect();
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
     let r = reloads.clone();
     let handler = move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
@@ -336,22 +350,34 @@ pub fn watch_file(path: &Path, reloads: &Reloads) -> Option<notify::RecommendedW
             && ev
                 .paths
                 .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
+                .any(|p| p.file_name().is_some_and(|n| names.iter().any(|x| x == n)))
         {
             r.trigger(Trigger::File);
         }
     };
-    match notify::recommended_watcher(handler) {
-        Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(w),
-            Err(e) => {
-                tracing::error!(error = %e, dir = %dir.display(), "cannot watch config directory; use SIGHUP or the admin API to reload");
-                None
-            }
-        },
+    let mut w = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start file watcher");
-            None
+            return None;
+        }
+    };
+    for dir in &dirs {
+        if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot watch directory; use SIGHUP or the admin API to reload");
         }
     }
+    Some(w)
+}
+
+/// The files whose change triggers a reload: the config and every certificate and key.
+pub fn watched(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.path.clone()];
+    files.extend(
+        config
+            .listeners
+            .iter()
+            .flat_map(|l| l.tls_files.iter().cloned()),
+    );
+    files
 }

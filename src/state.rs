@@ -21,6 +21,9 @@ use crate::upstream::{EndpointStats, Pool, PoolView};
 pub struct ListenerInfo {
     pub name: Arc<str>,
     pub addr: SocketAddr,
+    /// TLS termination for this listener, built from the config's certificates.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub redirect_https: bool,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -100,6 +103,8 @@ impl Snapshot {
                     .map(|l| ListenerInfo {
                         name: l.name.clone(),
                         addr: l.addr,
+                        tls: l.tls.clone(),
+                        redirect_https: l.redirect_https,
                         trusted_proxies: l.trusted_proxies.clone(),
                     })
                     .collect(),

@@ -60,6 +60,18 @@ pub struct FileListener {
     pub addr: SpanStr,
     #[serde(default)]
     pub trusted_proxies: Vec<SpanStr>,
+    /// Certificates; the first is the default for unknown or missing SNI.
+    #[serde(default)]
+    pub tls: Vec<Spanned<FileTls>>,
+    /// Answer every request with a 301 to the same URL over https.
+    pub redirect_https: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: SpanStr,
+    pub key: SpanStr,
 }
 
 /// Client-facing limits and timeouts (nginx's `client_*` and `keepalive_*`).
@@ -73,6 +85,7 @@ pub struct FileServer {
     pub max_uri_bytes: Option<Spanned<u64>>,
     pub param_body_limit: Option<Spanned<u64>>,
     pub param_body_timeout: Option<SpanStr>,
+    pub tunnel_idle_timeout: Option<SpanStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +249,8 @@ pub struct FileRoute {
     pub timeout: Option<SpanStr>,
     #[serde(default)]
     pub add_request_headers: BTreeMap<SpanStr, SpanStr>,
+    #[serde(default)]
+    pub set_request_headers: BTreeMap<SpanStr, SpanStr>,
     #[serde(default)]
     pub remove_request_headers: Vec<SpanStr>,
     #[serde(default)]

@@ -40,6 +40,9 @@ pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_PARAM_BODY_LIMIT: usize = 64 * 1024;
 /// Longest wait for the body look; a slower body routes on the query string.
 pub const DEFAULT_PARAM_BODY_TIMEOUT: Duration = Duration::from_secs(1);
+/// A WebSocket (or other upgraded) tunnel with no bytes either way for this long is
+/// closed. Above socket.io's 25 s ping interval + 20 s ping timeout.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upstream TCP connect timeout (HAProxy's usual `timeout connect 5s`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time from sending the request head to the upstream's response head (nginx `proxy_read_timeout`).
@@ -115,6 +118,11 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// Peers whose `X-Forwarded-*` headers are believed and appended to; everyone else's are replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// rustls config built from `[[listeners.tls]]` at load time; `None` = plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificate and key files, watched so a renewal is picked up.
+    pub tls_files: Vec<PathBuf>,
+    pub redirect_https: bool,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.
@@ -127,6 +135,7 @@ pub struct ServerSettings {
     pub max_uri_bytes: usize,
     pub param_body_limit: usize,
     pub param_body_timeout: Duration,
+    pub tunnel_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,11 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     };
     let listeners = listeners(&mut cx, &file.listeners);
     let server = ServerSettings {
+        tunnel_idle_timeout: cx.duration(
+            &file.server.tunnel_idle_timeout,
+            "tunnel_idle_timeout",
+            DEFAULT_TUNNEL_IDLE_TIMEOUT,
+        ),
         header_timeout: cx.duration(
             &file.server.header_timeout,
             "header_timeout",
@@ -188,10 +193,43 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
                 Err(_) => cx.err(t.span(), format!("trusted_proxies entry {s:?} is not an IP address or CIDR, e.g. \"10.0.0.0/8\"")),
             }
         }
+        let mut pairs = Vec::new();
+        for t in &l.tls {
+            let t = t.get_ref();
+            pairs.push((
+                relative(cx.path, t.cert.get_ref()),
+                relative(cx.path, t.key.get_ref()),
+                t.cert.span(),
+            ));
+        }
+        let tls = if pairs.is_empty() {
+            None
+        } else {
+            let files: Vec<(PathBuf, PathBuf)> = pairs
+                .iter()
+                .map(|(c, k, _)| (c.clone(), k.clone()))
+                .collect();
+            match crate::tls::server_config(&files) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let span = pairs.first().map_or(0..0, |p| p.2.clone());
+                    cx.err(span, format!("TLS: {e}"));
+                    None
+                }
+            }
+        };
+        let tls_files = pairs
+            .iter()
+            .flat_map(|(c, k, _)| [c.clone(), k.clone()])
+            .collect();
+        let redirect_https = l.redirect_https.unwrap_or(false);
         out.push(Listener {
             name,
             addr,
             trusted_proxies: trusted,
+            tls,
+            tls_files,
+            redirect_https,
         });
     }
     out
@@ -568,6 +606,20 @@ fn routes(
                 .timeout
                 .as_ref()
                 .map(|_| cx.duration(&route.timeout, "timeout", Duration::ZERO)),
+            set_request_headers: route
+                .set_request_headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    let name = header_name(cx, k)?;
+                    match crate::routing::HeaderTemplate::parse(v.get_ref()) {
+                        Ok(t) => Some((name, t)),
+                        Err(e) => {
+                            cx.err(v.span(), e);
+                            None
+                        }
+                    }
+                })
+                .collect(),
             add_request_headers: header_pairs(cx, &route.add_request_headers),
             remove_request_headers: route
                 .remove_request_headers
@@ -713,4 +765,13 @@ fn header_bytes(cx: &mut Ctx<'_>, v: &Option<Spanned<u64>>) -> usize {
         return DEFAULT_MAX_HEADER_BYTES;
     }
     n
+}
+
+/// A path from the config, relative to the config file's directory.
+fn relative(config: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    match config.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
 }

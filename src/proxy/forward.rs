@@ -29,6 +29,7 @@ use super::body::{Finish, ProxyBody, RequestBody, Unsent};
 use super::error::{Blame, ProxyError};
 use super::headers::{self, Peer};
 use super::look;
+use super::tunnel;
 use super::{Conn, Shared};
 use crate::access::AccessRecord;
 use crate::config::HashKey;
@@ -170,7 +171,7 @@ struct Ctx<'a> {
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     cx: &Ctx<'_>,
     meta: &mut Meta,
 ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
@@ -180,6 +181,12 @@ async fn forward(
     if target_len > snap.server.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
+    let listener = snap.listeners.get(snap.listener_index(cx.conn.local));
+    if listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
+        return redirect_https(&req).map(|r| (r, None));
+    }
+    let on_client =
+        tunnel::is_websocket(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, mut body) = req.into_parts();
     let (idx, replay) = route(&parts, &mut body, cx).await?;
     let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
@@ -187,6 +194,14 @@ async fn forward(
     let pool = choose_pool(snap, route.pool).ok_or(ProxyError::NoHealthy)?;
     meta.pool = Some((pool.index, pool.name.clone()));
     prepare_headers(&mut parts, route, cx);
+    if on_client.is_some() {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
 
     let retry = &pool.cfg.retry;
     let idempotent = retry.idempotent.contains(&parts.method);
@@ -231,11 +246,32 @@ async fn forward(
         let (req, give_back) = build(&parts, endpoint, &mut source, cx);
         let in_flight = endpoint.acquire(&pool.freed);
         match send(pool, req, route.timeout, cx.started).await {
-            Ok(resp) => {
-                meta.upstream_time = Some(resp.1);
-                passive_success(pool, endpoint, resp.0.status(), cx);
-                let (mut rp, rb) = resp.0.into_parts();
+            Ok((mut resp, took)) => {
+                meta.upstream_time = Some(took);
+                passive_success(pool, endpoint, resp.status(), cx);
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let upgrade = match (switching, on_client) {
+                    (true, Some(client)) => Some((client, hyper::upgrade::on(&mut resp))),
+                    _ => None,
+                };
+                let (mut rp, rb) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rp.headers);
+                if let Some((client, upstream)) = upgrade {
+                    rp.headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    rp.headers
+                        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                    tokio::spawn(tunnel::relay(
+                        client,
+                        upstream,
+                        snap.server.tunnel_idle_timeout,
+                        snap.metrics.clone(),
+                    ));
+                    return Ok((
+                        Response::from_parts(rp, ProxyBody::upstream(rb, None)),
+                        Some(in_flight),
+                    ));
+                }
                 for (k, v) in &route.add_response_headers {
                     rp.headers.append(k, v.clone());
                 }
@@ -371,6 +407,62 @@ fn prepare_headers(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_
     for (k, v) in &route.add_request_headers {
         parts.headers.insert(k, v.clone());
     }
+    if !route.set_request_headers.is_empty() {
+        set_templates(parts, route, cx);
+    }
+}
+
+/// `set_request_headers`: overwrite (never append), so a client cannot smuggle in a
+/// header the route sets.
+fn set_templates(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_>) {
+    let host = routing::request_host(&parts.uri, &parts.headers)
+        .unwrap_or("")
+        .to_owned();
+    let http_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let client_ip = parts
+        .headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| cx.conn.peer.ip().to_canonical());
+    let vars = routing::TemplateVars {
+        host: &host,
+        http_host: &http_host,
+        scheme: cx.conn.scheme,
+        client_ip,
+    };
+    for (k, t) in &route.set_request_headers {
+        match t.render(&vars) {
+            Some(v) => {
+                parts.headers.insert(k, v);
+            }
+            None => {
+                parts.headers.remove(k);
+            }
+        }
+    }
+}
+
+/// `redirect_https`: 301 to the same host (without port) and target over https.
+fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = routing::request_host(req.uri(), req.headers())
+        .ok_or(ProxyError::BadRequest("no Host to redirect to"))?;
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(&format!("https://{}{target}", host.to_ascii_lowercase()))
+        .map_err(|_| ProxyError::BadRequest("Host cannot be redirected"))?;
+    let mut resp = Response::new(ProxyBody::fixed("301 Moved Permanently: use https\n"));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 /// The request body across attempts.

@@ -8,6 +8,7 @@ mod forward;
 mod framing;
 mod headers;
 mod look;
+mod tunnel;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -67,6 +68,36 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Serve HTTP/1.1 (with upgrades) or HTTP/2 on one client connection, plain or TLS.
+async fn serve_io<S>(
+    io: S,
+    conn: Conn,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let snap = shared.state.load();
+    let conn = Arc::new(conn);
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        let span =
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+        async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) }
+            .instrument(span)
+    });
+    let io = TokioIo::new(framing::Guarded::new(io, snap.server.max_header_bytes));
+    let served = watcher.watch(
+        snap.builder
+            .serve_connection_with_upgrades(io, svc)
+            .into_owned(),
+    );
+    if let Err(e) = served.await {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
 /// Accept on `listener` until `stop` flips, then drain its open connections for at
 /// most the drain time of the config current at that moment. Settings (limits,
 /// timeouts, routes) come from the snapshot current when a connection or request arrives.
@@ -97,26 +128,48 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         };
         let _ = stream.set_nodelay(true);
         let snap = shared.state.load();
-        let conn = Arc::new(Conn {
-            peer,
-            local,
-            scheme: "http",
-        });
-        let shared = shared.clone();
-        let svc = service_fn(move |req| {
-            let conn = conn.clone();
-            let shared = shared.clone();
-            let span =
-                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) }
-                .instrument(span)
-        });
-        let io = TokioIo::new(framing::Guarded::new(stream, snap.server.max_header_bytes));
-        let fut = graceful.watch(snap.builder.serve_connection(io, svc).into_owned());
+        let tls = snap
+            .listeners
+            .get(snap.listener_index(local))
+            .and_then(|l| l.tls.clone())
+            .map(tokio_rustls::TlsAcceptor::from);
+        let (shared, watcher) = (shared.clone(), graceful.watcher());
         tokio::spawn(
             async move {
-                if let Err(e) = fut.await {
-                    tracing::debug!(error = %e, "connection ended with error");
+                match tls {
+                    None => {
+                        serve_io(
+                            stream,
+                            Conn {
+                                peer,
+                                local,
+                                scheme: "http",
+                            },
+                            shared,
+                            watcher,
+                        )
+                        .await
+                    }
+                    Some(acceptor) => {
+                        let wait = snap.server.header_timeout;
+                        match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                serve_io(
+                                    tls,
+                                    Conn {
+                                        peer,
+                                        local,
+                                        scheme: "https",
+                                    },
+                                    shared,
+                                    watcher,
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
                 }
             }
             .instrument(tracing::debug_span!("conn", %peer)),

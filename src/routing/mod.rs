@@ -29,6 +29,8 @@ pub struct Route {
     /// own timeouts apply.
     pub timeout: Option<Duration>,
     pub add_request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Overwrite these headers with values built from the request (placeholders).
+    pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
     pub remove_request_headers: Vec<HeaderName>,
     pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -89,4 +91,84 @@ pub fn strip_port(host: &str) -> &str {
         return host.find(']').map_or(host, |i| &host[..=i]);
     }
     host.split_once(':').map_or(host, |(h, _)| h)
+}
+
+/// One piece of a `set_request_headers` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    /// `{host}`: the request host, lower-case, without port.
+    Host,
+    /// `{http_host}`: the Host header as sent (with port).
+    HttpHost,
+    /// `{scheme}`: `http` or `https`, as the client connected.
+    Scheme,
+    /// `{client_ip}`: the client address as the proxy determined it.
+    ClientIp,
+}
+
+/// A header value with placeholders, parsed at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderTemplate(pub Vec<TemplatePart>);
+
+/// What placeholders expand to for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateVars<'a> {
+    pub host: &'a str,
+    pub http_host: &'a str,
+    pub scheme: &'a str,
+    pub client_ip: std::net::IpAddr,
+}
+
+impl HeaderTemplate {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in {s:?}"))?
+                + open;
+            parts.push(match &rest[open + 1..close] {
+                "host" => TemplatePart::Host,
+                "http_host" => TemplatePart::HttpHost,
+                "scheme" => TemplatePart::Scheme,
+                "client_ip" => TemplatePart::ClientIp,
+                other => return Err(format!("unknown placeholder {{{other}}}; use {{host}}, {{http_host}}, {{scheme}} or {{client_ip}}")),
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Literal(rest.to_owned()));
+        }
+        let probe = HeaderTemplate(parts.clone());
+        let vars = TemplateVars {
+            host: "h",
+            http_host: "h",
+            scheme: "http",
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        probe
+            .render(&vars)
+            .ok_or_else(|| format!("{s:?} is not a valid header value"))?;
+        Ok(probe)
+    }
+
+    /// The value for one request; `None` if the request's own parts make it invalid.
+    pub fn render(&self, v: &TemplateVars<'_>) -> Option<HeaderValue> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                TemplatePart::Literal(s) => out.push_str(s),
+                TemplatePart::Host => out.push_str(&v.host.to_ascii_lowercase()),
+                TemplatePart::HttpHost => out.push_str(v.http_host),
+                TemplatePart::Scheme => out.push_str(v.scheme),
+                TemplatePart::ClientIp => out.push_str(&v.client_ip.to_string()),
+            }
+        }
+        HeaderValue::from_str(&out).ok()
+    }
 }

@@ -10,6 +10,7 @@ fn route(name: &str, matcher: Matcher) -> Route {
         matcher,
         timeout: None,
         add_request_headers: vec![],
+        set_request_headers: vec![],
         remove_request_headers: vec![],
         add_response_headers: vec![],
     }
@@ -209,4 +210,36 @@ fn decode_path_only_when_encoded() {
         decode_path("/api/method/frappe%2Edesk"),
         "/api/method/frappe.desk"
     );
+}
+
+#[test]
+fn header_templates_expand_placeholders() {
+    let t = HeaderTemplate::parse("{scheme}://{http_host}").unwrap();
+    let vars = TemplateVars {
+        host: "ERP.example.com",
+        http_host: "ERP.example.com:8443",
+        scheme: "https",
+        client_ip: [10, 0, 0, 9].into(),
+    };
+    assert_eq!(t.render(&vars).unwrap(), "https://ERP.example.com:8443");
+    assert_eq!(
+        HeaderTemplate::parse("{host}")
+            .unwrap()
+            .render(&vars)
+            .unwrap(),
+        "erp.example.com"
+    );
+    assert_eq!(
+        HeaderTemplate::parse("ip={client_ip};")
+            .unwrap()
+            .render(&vars)
+            .unwrap(),
+        "ip=10.0.0.9;"
+    );
+    assert!(
+        HeaderTemplate::parse("{nope}")
+            .unwrap_err()
+            .contains("unknown placeholder")
+    );
+    assert!(HeaderTemplate::parse("{host").is_err());
 }
