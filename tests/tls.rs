@@ -488,3 +488,74 @@ async fn long_poll_held_30_seconds_passes() {
     assert!(started.elapsed() >= Duration::from_secs(30));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_tls_with_ca_file_and_server_name_and_upstream_h2() {
+    // A TLS backend for "app.internal", trusted through its own certificate as CA file.
+    let d = dir("upstream");
+    cert(&d, "app", &["app.internal"]);
+    let pairs = [(d.join("app.pem"), d.join("app.key"))];
+    let server_cfg = switchyard::tls::server_config(&pairs).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = format!("tls-backend {:?} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    let plain = Backend::spawn("plain").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n\
+         [pools.secure]\nservers = [\"{addr}\"]\n[pools.secure.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
+         [pools.secure.health]\npath = \"/hc\"\ninterval = \"100ms\"\nhealthy_after = 1\nunhealthy_after = 1\n\
+         [pools.h2]\nservers = [\"{}\"]\nupstream_h2 = true\n\
+         [[routes]]\nname = \"h2\"\npool = \"h2\"\nmatch.path_prefix = \"/h2\"\n[[routes]]\nname = \"secure\"\npool = \"secure\"\n",
+        d.join("app.pem").display(),
+        plain.addr
+    ))
+    .await;
+    let got = get(&proxy.url("/x")).await;
+    assert_eq!(
+        (got.status.as_u16(), got.body.as_str()),
+        (200, "tls-backend HTTP/1.1 /x")
+    );
+    // The TLS pool's probes pass over TLS, so the server stays in rotation.
+    let url = proxy.admin_url("/upstreams");
+    eventually("TLS probe recorded", || {
+        let url = url.clone();
+        async move { get(&url).await.body.contains("\"detail\": \"status 200\"") }
+    })
+    .await;
+    assert_eq!(get(&proxy.url("/y")).await.status, 200);
+    // HTTP/2 (prior knowledge) to the upstream.
+    assert_eq!(get(&proxy.url("/h2/z")).await.body, "plain");
+    assert_eq!(plain.last().version, http::Version::HTTP_2);
+    proxy.stop().await;
+
+    // The wrong server name fails verification: 502, never a plaintext fallback.
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.secure]\nservers = [\"{addr}\"]\n[pools.secure.tls]\nca = \"{}\"\nserver_name = \"other.internal\"\n[[routes]]\nname = \"secure\"\npool = \"secure\"\n",
+        d.join("app.pem").display()
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/x")).await.status, 502);
+    proxy.stop().await;
+}

@@ -153,6 +153,20 @@ pub struct FilePool {
     pub max_connections: Option<Spanned<usize>>,
     pub queue_timeout: Option<SpanStr>,
     pub queue_size: Option<usize>,
+    /// TLS to the servers of this pool.
+    pub tls: Option<Spanned<FileUpstreamTls>>,
+    /// Speak HTTP/2 to the servers (h2c prior knowledge, or ALPN h2 over TLS).
+    pub upstream_h2: Option<bool>,
+}
+
+/// `[pools.NAME.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// PEM file of CA certificates to trust; the system roots when absent.
+    pub ca: Option<SpanStr>,
+    /// SNI and verification name; the server's address when absent.
+    pub server_name: Option<SpanStr>,
 }
 
 /// `[pools.NAME.health]`: active checks.

@@ -172,6 +172,16 @@ pub struct PoolConfig {
     pub max_connections: Option<usize>,
     pub queue_timeout: Duration,
     pub queue_size: usize,
+    pub tls: Option<UpstreamTls>,
+    pub upstream_h2: bool,
+}
+
+/// TLS to a pool's servers, built at load time.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub client: Arc<rustls::ClientConfig>,
+    /// Overrides the name sent in SNI and checked in the certificate.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// `[pools.NAME.health]`.

@@ -321,6 +321,8 @@ fn pool(cx: &mut Ctx<'_>, name: &SpanStr, p: &Spanned<FilePool>, names: &[&str])
             Some(*m.get_ref()).filter(|n| *n > 0)
         }),
         queue_timeout: cx.duration(&p.queue_timeout, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+        tls: p.tls.as_ref().and_then(|t| upstream_tls(cx, t)),
+        upstream_h2: p.upstream_h2.unwrap_or(false),
         queue_size: p.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
     }
 }
@@ -774,4 +776,77 @@ fn relative(config: &Path, p: &str) -> PathBuf {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p.to_path_buf(),
     }
+}
+
+/// `[pools.NAME.tls]`: trust roots (a CA file or the system's) and an optional SNI name.
+fn upstream_tls(
+    cx: &mut Ctx<'_>,
+    t: &Spanned<super::file::FileUpstreamTls>,
+) -> Option<UpstreamTls> {
+    let span = t.span();
+    let t = t.get_ref();
+    let mut roots = rustls::RootCertStore::empty();
+    match &t.ca {
+        Some(ca) => {
+            let path = relative(cx.path, ca.get_ref());
+            let loaded = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|pem| {
+                    rustls_pemfile::certs(&mut pem.as_slice())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))
+                });
+            match loaded {
+                Ok(certs) if !certs.is_empty() => {
+                    for c in certs {
+                        if let Err(e) = roots.add(c) {
+                            cx.err(
+                                ca.span(),
+                                format!("{}: unusable CA certificate: {e}", path.display()),
+                            );
+                        }
+                    }
+                }
+                Ok(_) => cx.err(
+                    ca.span(),
+                    format!("{}: no certificate found", path.display()),
+                ),
+                Err(e) => cx.err(ca.span(), e),
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                cx.err(
+                    span.clone(),
+                    "no system CA certificates found; set `ca` to a PEM file",
+                );
+            }
+        }
+    }
+    let server_name = match &t.server_name {
+        None => None,
+        Some(n) => match rustls::pki_types::ServerName::try_from(n.get_ref().clone()) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                cx.err(
+                    n.span(),
+                    format!("{:?} is not a valid TLS server name", n.get_ref()),
+                );
+                None
+            }
+        },
+    };
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Some(UpstreamTls {
+        client: Arc::new(client),
+        server_name,
+    })
 }

@@ -225,6 +225,7 @@ impl Manager {
                 pool.name.clone(),
                 addrs,
                 check,
+                pool.cfg.tls.clone(),
                 self.events.clone(),
                 now,
                 stop_rx,
@@ -473,6 +474,7 @@ async fn probe_loop(
     pool: Arc<str>,
     addrs: Vec<SocketAddr>,
     check: HealthCheck,
+    tls: Option<crate::config::UpstreamTls>,
     events: Events,
     now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -489,12 +491,14 @@ async fn probe_loop(
             _ = stop.wait_for(|s| *s) => return,
         }
         let round = addrs.iter().map(|&addr| {
-            let (check, events, pool) = (&check, &events, pool.clone());
+            let (check, events, pool, tls) = (&check, &events, pool.clone(), &tls);
             async move {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(..jitter_ms))).await;
                 let started = Instant::now();
                 let (ok, detail) =
-                    match tokio::time::timeout(check.timeout, probe(addr, check)).await {
+                    match tokio::time::timeout(check.timeout, probe(addr, check, tls.as_ref()))
+                        .await
+                    {
                         Ok(Ok(status)) => (true, format!("status {status}")),
                         Ok(Err(e)) => (false, e),
                         Err(_) => (false, format!("timed out after {:?}", check.timeout)),

@@ -10,17 +10,44 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::HealthCheck;
+use rustls::pki_types::ServerName;
+
+use crate::config::{HealthCheck, UpstreamTls};
 
 /// Most body bytes read to look for `body_contains`.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
-/// `Ok(status)` when the server passes, `Err(reason)` otherwise.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<u16, String> {
+/// `Ok(status)` when the server passes, `Err(reason)` otherwise. Pools with upstream
+/// TLS are probed over TLS, with the same trust roots and server name.
+pub async fn probe(
+    addr: SocketAddr,
+    check: &HealthCheck,
+    tls: Option<&UpstreamTls>,
+) -> Result<u16, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => exchange(stream, addr, check).await,
+        Some(t) => {
+            let name = t
+                .server_name
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+            let s = tokio_rustls::TlsConnector::from(t.client.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(s, addr, check).await
+        }
+    }
+}
+
+async fn exchange<S>(stream: S, addr: SocketAddr, check: &HealthCheck) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut send, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await

@@ -243,7 +243,7 @@ async fn forward(
             }
             tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
         }
-        let (req, give_back) = build(&parts, endpoint, &mut source, cx);
+        let (req, give_back) = build(&parts, endpoint, &mut source, pool.cfg.tls.is_some(), cx);
         let in_flight = endpoint.acquire(&pool.freed);
         match send(pool, req, route.timeout, cx.started).await {
             Ok((mut resp, took)) => {
@@ -517,6 +517,7 @@ fn build(
     parts: &Parts,
     endpoint: &Endpoint,
     source: &mut Source,
+    pool_tls: bool,
     cx: &Ctx<'_>,
 ) -> (
     Request<RequestBody>,
@@ -546,7 +547,11 @@ fn build(
         Source::Gone => (RequestBody::empty(), None),
     };
     let mut up = uri::Parts::default();
-    up.scheme = Some(Scheme::HTTP);
+    up.scheme = Some(if pool_tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     up.authority = Some(endpoint.authority.clone());
     up.path_and_query = Some(
         parts

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -29,7 +30,49 @@ use crate::config::PoolConfig;
 use crate::proxy::RequestBody;
 
 /// The pooled upstream client; one per pool, keyed internally by server address.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+/// Plain pools use `http` URIs through the same connector type.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// The client of one pool: keep-alive pool, connect timeout, TLS and HTTP/2 as configured.
+fn client(cfg: &PoolConfig) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = cfg.tls.as_ref().map_or_else(
+        || {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+        },
+        |t| Ok((*t.client).clone()),
+    );
+    let tls = tls.expect("invariant: ring supports the default TLS versions");
+    let mut builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    let connector = if cfg.upstream_h2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(cfg.idle_timeout)
+        .pool_max_idle_per_host(cfg.keepalive)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(cfg.upstream_h2)
+        .set_host(false)
+        .build(connector)
+}
 
 /// One server of a pool.
 #[derive(Debug)]
@@ -124,22 +167,22 @@ impl Pool {
         // Reuse the previous generation's client (and its idle connections) when the
         // settings that shape it did not change.
         let same = |p: &&Pool| {
-            (p.cfg.connect_timeout, p.cfg.idle_timeout, p.cfg.keepalive)
-                == (cfg.connect_timeout, cfg.idle_timeout, cfg.keepalive)
+            (
+                p.cfg.connect_timeout,
+                p.cfg.idle_timeout,
+                p.cfg.keepalive,
+                p.cfg.upstream_h2,
+            ) == (
+                cfg.connect_timeout,
+                cfg.idle_timeout,
+                cfg.keepalive,
+                cfg.upstream_h2,
+            ) && p.cfg.tls.is_none()
+                && cfg.tls.is_none()
         };
         let client = match previous.filter(same) {
             Some(p) => p.client.clone(),
-            None => {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(cfg.connect_timeout));
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(cfg.idle_timeout)
-                    .pool_max_idle_per_host(cfg.keepalive)
-                    .pool_timer(TokioTimer::new())
-                    .set_host(false)
-                    .build(connector)
-            }
+            None => client(cfg),
         };
         Pool {
             index,

@@ -31,6 +31,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    pub version: http::Version,
     pub target: String,
     pub headers: HeaderMap,
     pub body_len: u64,
@@ -133,6 +134,7 @@ async fn answer(sh: Shared, req: Request<Incoming>) -> Result<Response<BoxBody>,
         std::future::pending::<()>().await;
     }
     let method = req.method().to_string();
+    let version = req.version();
     let headers = req.headers().clone();
     let mut body = req.into_body();
     let (mut len, mut digest, mut kept) = (0u64, Digest::default(), Vec::new());
@@ -148,6 +150,7 @@ async fn answer(sh: Shared, req: Request<Incoming>) -> Result<Response<BoxBody>,
     sh.hits.fetch_add(1, Ordering::SeqCst);
     sh.seen.lock().unwrap().push(Seen {
         method,
+        version,
         target: target.clone(),
         headers,
         body_len: len,
