@@ -80,7 +80,7 @@ fn check_accepts_shipped_configs_and_prints_summary() {
         );
         assert!(stdout.contains("listener public on"), "{stdout}");
         assert!(
-            stdout.contains("route 1 reports-cmd -> pool secondary"),
+            stdout.contains(" reports-cmd -> pool secondary"),
             "{stdout}"
         );
     }
