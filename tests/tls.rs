@@ -392,7 +392,7 @@ fn ws_config(ws: std::net::SocketAddr, listener_extra: &str, extra: &str) -> Str
 #[tokio::test]
 async fn websocket_echo_over_plain_and_tls() {
     let (ws, seen) = ws_echo().await;
-    let proxy = Proxy::start(&ws_config(ws, "", "")).await;
+    let proxy = Proxy::start(&ws_config(ws, "", "[admin]\naddr = \"{admin}\"")).await;
     ws_session(
         TcpStream::connect(proxy.addr()).await.unwrap(),
         &format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr()),
@@ -404,6 +404,21 @@ async fn websocket_echo_over_plain_and_tls() {
         "Origin rewritten from the Host, client value dropped"
     );
     assert_eq!(h["x-frappe-site-name"], "erp.example.com");
+    let url = proxy.admin_url("/metrics");
+    eventually("tunnel bytes counted once the tunnel closed", || {
+        let url = url.clone();
+        async move {
+            let m = get(&url).await.body;
+            m.lines().any(|l| {
+                l.starts_with("switchyard_tunnel_bytes_upstream_to_client_total ")
+                    && l.split(' ')
+                        .nth(1)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v > 1_048_576.0)
+            }) && m.contains("switchyard_tunnels_open 0")
+        }
+    })
+    .await;
     proxy.stop().await;
 
     let d = dir("ws");
