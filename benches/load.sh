@@ -36,6 +36,10 @@ cat > "$WORK/switchyard.toml" <<TOML
 addr = "127.0.0.1:$SY_PORT"
 [log]
 access_log = "off"
+[admin]
+enabled = false
+[runtime]
+workers = 1
 [pools.app]
 servers = ["127.0.0.1:$BACKEND_PORT"]
 keepalive = 64
@@ -45,9 +49,11 @@ pool = "app"
 TOML
 
 cargo build --release -q
-nginx -c "$WORK/backend.conf" & echo $! > "$WORK/backend.pid"
-nginx -c "$WORK/proxy.conf" & echo $! > "$WORK/nginx.pid"
-./target/release/switchyard --config "$WORK/switchyard.toml" --log-level warn & echo $! > "$WORK/sy.pid"
+# Pinning: both proxies alone on core 0 (one worker each); backend and load tool on core 1.
+PROXY_CPU=${PROXY_CPU:-0}; OTHER_CPU=${OTHER_CPU:-1}
+taskset -c "$OTHER_CPU" nginx -c "$WORK/backend.conf" & echo $! > "$WORK/backend.pid"
+taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy.conf" & echo $! > "$WORK/nginx.pid"
+taskset -c "$PROXY_CPU" ./target/release/switchyard --config "$WORK/switchyard.toml" --log-level warn & echo $! > "$WORK/sy.pid"
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port $BACKEND_PORT; wait_port $NGINX_PORT; wait_port $SY_PORT
@@ -61,7 +67,7 @@ HZ=$(getconf CLK_TCK)
 run() { # name port pid
   local name=$1 port=$2 pid=${3:-}
   local t0=0; [ -n "$pid" ] && t0=$(ticks "$pid")
-  local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>&1)
+  local out; out=$(taskset -c "$OTHER_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" 2>&1)
   local reqs rps p50 p99 errs cpu="-"
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -82,4 +88,4 @@ for round in 1 2 3; do
   run switchyard $SY_PORT "$(cat "$WORK/sy.pid")"
   run nginx $NGINX_PORT "$NGINX_WORKER"
 done
-echo "switchyard runs its default worker threads (one per core); nginx runs 1 worker."
+echo "both proxies: 1 worker pinned to core $PROXY_CPU; backend and wrk on core $OTHER_CPU."

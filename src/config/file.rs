@@ -31,6 +31,16 @@ pub struct FileConfig {
     pub admin: FileAdmin,
     #[serde(default)]
     pub reload: FileReload,
+    #[serde(default)]
+    pub runtime: FileRuntime,
+}
+
+/// `[runtime]`: how the process runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuntime {
+    /// Worker threads; default: one per core.
+    pub workers: Option<Spanned<usize>>,
 }
 
 /// `[reload]`: live configuration.

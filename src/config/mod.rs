@@ -94,6 +94,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub admin: AdminSettings,
     pub reload: ReloadSettings,
+    /// Worker threads of the runtime (applied at start; a reload cannot change it).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

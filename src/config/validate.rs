@@ -123,6 +123,14 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     fallback_loops(&mut cx, &file, &pools);
     let routes = routes(&mut cx, &file.routes, &listeners, &pools);
     let admin = admin(&mut cx, &file.admin);
+    let workers = match &file.runtime.workers {
+        Some(w) if *w.get_ref() == 0 => {
+            cx.err(w.span(), "`workers` must be at least 1");
+            1
+        }
+        Some(w) => *w.get_ref(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let reload = ReloadSettings {
         watch: file.reload.watch.unwrap_or(true),
         debounce: cx.duration(&file.reload.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
@@ -137,6 +145,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             routes,
             admin,
             reload,
+            workers,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.col));

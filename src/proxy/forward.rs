@@ -83,7 +83,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         upstream_time: None,
         total_time: Duration::ZERO,
     });
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut meta = Meta::default();
     let ctx = Ctx {
@@ -97,7 +97,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
         Err(e) => (
-            error_response(&e, &meta, conn, &request_id, &method, &path),
+            error_response(&e, &meta, conn, &request_id, &method, uri.path()),
             None,
         ),
     };
@@ -235,6 +235,8 @@ async fn forward(
             None => break,
         };
         tried[attempt] = ei;
+        // Headers are cloned only if another attempt could follow this one.
+        let may_retry = attempt + 1 < attempts && view.eligible.len() > attempt + 1;
         let endpoint = pool.endpoints.get(ei).ok_or(ProxyError::NoHealthy)?;
         meta.server = Some(endpoint.addr);
         if attempt > 0 {
@@ -243,7 +245,14 @@ async fn forward(
             }
             tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
         }
-        let (req, give_back) = build(&parts, endpoint, &mut source, pool.cfg.tls.is_some(), cx);
+        let (req, give_back) = build(
+            &mut parts,
+            may_retry,
+            endpoint,
+            &mut source,
+            pool.cfg.tls.is_some(),
+            cx,
+        );
         let in_flight = endpoint.acquire(&pool.freed);
         match send(pool, req, route.timeout, cx.started).await {
             Ok((mut resp, took)) => {
@@ -514,7 +523,8 @@ fn clone_frame(f: &Frame<Bytes>) -> Frame<Bytes> {
 
 /// The upstream request for one attempt; headers are cloned only if another attempt may follow.
 fn build(
-    parts: &Parts,
+    parts: &mut Parts,
+    may_retry: bool,
     endpoint: &Endpoint,
     source: &mut Source,
     pool_tls: bool,
@@ -564,7 +574,11 @@ fn build(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = Uri::from_parts(up).unwrap_or_else(|_| Uri::from_static("/"));
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = if may_retry {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
     (req, give_back)
 }
 

@@ -237,13 +237,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             if this.eof || (this.framer.is_pass() && this.input.is_empty()) {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            let old = this.input.len();
-            this.input.resize(old + READ_CHUNK, 0);
-            let mut rb = ReadBuf::new(&mut this.input[old..]);
-            let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
-            this.input.truncate(old + n);
-            ready!(res)?;
+            // Read into spare capacity (no zeroing of a fresh buffer on every read).
+            this.input.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.input
+            ))?;
             if n == 0 {
                 // EOF: whatever is held goes to hyper as it is.
                 this.eof = true;

@@ -45,7 +45,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for h in hop_by_hop() {
+    // One pass over the (few) fields instead of a hashed lookup per hop-by-hop name;
+    // removal only for the names actually present.
+    let list = hop_by_hop();
+    let present: Vec<&HeaderName> = list
+        .into_iter()
+        .filter(|h| headers.keys().any(|k| k == *h))
+        .collect();
+    for h in present {
         headers.remove(h);
     }
 }

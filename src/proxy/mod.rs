@@ -82,10 +82,16 @@ async fn serve_io<S>(
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = shared.clone();
-        let span =
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-        async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) }
-            .instrument(span)
+        // A span per request only when debug logging is on: the wrapper costs a move of
+        // the whole request future even when the span is disabled.
+        let span = tracing::enabled!(tracing::Level::DEBUG).then(
+            || tracing::debug_span!("request", method = %req.method(), path = %req.uri().path()),
+        );
+        let fut = async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) };
+        match span {
+            Some(span) => futures_util::future::Either::Left(fut.instrument(span)),
+            None => futures_util::future::Either::Right(fut),
+        }
     });
     let io = TokioIo::new(framing::Guarded::new(io, snap.server.max_header_bytes));
     let served = watcher.watch(
