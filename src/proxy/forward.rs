@@ -156,7 +156,7 @@ fn request_id(
     {
         return v.clone();
     }
-    HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..)))
+    HeaderValue::from_maybe_shared(Bytes::from(format!("{:016x}", fastrand::u64(..))))
         .expect("invariant: hex digits form a valid header value")
 }
 

@@ -97,8 +97,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer<'_>) {
     let trusted = peer.is_trusted(peer_ip);
     let host = headers.get(header::HOST).cloned();
     if !trusted {
-        headers.insert(&X_FORWARDED_FOR, ip_value(peer_ip));
-        headers.insert(&X_REAL_IP, ip_value(peer_ip));
+        let ip = ip_value(peer_ip);
+        headers.insert(&X_FORWARDED_FOR, ip.clone());
+        headers.insert(&X_REAL_IP, ip);
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
         headers.remove(&X_FORWARDED_HOST);
         if let Some(h) = host {
@@ -142,8 +143,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer<'_>) {
     }
 }
 
+/// One allocation: the formatted address becomes the value's shared buffer.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string())
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
         .expect("invariant: an IP address formats as a valid header value")
 }
 
