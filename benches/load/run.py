@@ -27,7 +27,7 @@ def wait_port(port, timeout=10.0):
             return
         except OSError:
             time.sleep(0.05)
-    sys.exit(f"port {port} never opened")
+    raise SystemExit(f"port {port} never opened")
 
 
 def children(pid):
@@ -58,7 +58,7 @@ def status_kib(pids, field):
     return total
 
 
-def setup(work):
+def setup(work, maxconn):
     body = "x" * 1024
     os.chmod(work, 0o755)
     with open(os.path.join(work, "big"), "wb") as f:
@@ -81,7 +81,7 @@ http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
 """)
     open(f"{work}/haproxy.cfg", "w").write(f"""global
   nbthread 1
-  maxconn 40000
+  maxconn {maxconn}
 defaults
   mode http
   timeout connect 5s
@@ -121,8 +121,7 @@ end
 """)
 
 
-def start(work):
-    procs = {}
+def start(work, procs):
     def run(name, cmd, cpu):
         procs[name] = subprocess.Popen(f"exec taskset -c {cpu} {cmd}", shell=True, stdout=subprocess.DEVNULL, stderr=open(f"{work}/{name}.log", "w"))
     run("backend", f"nginx -c {work}/backend.conf", OTHER_CPU)
@@ -132,6 +131,8 @@ def start(work):
     for name, port in PORTS.items():
         wait_port(port)
     time.sleep(0.3)
+    if any(p.poll() is not None for p in procs.values()):
+        sys.exit("a server exited at start; see its log in " + work)
     pids = {n: [p.pid] for n, p in procs.items()}
     pids["nginx"] = children(procs["nginx"].pid) or pids["nginx"]  # the worker
     return procs, pids
@@ -167,21 +168,21 @@ def measure(name, pids, fn):
 
 
 def idle_rss(port, pids, name, n):
-    """Open n keep-alive connections that each made one request, then read RSS."""
+    """Open n keep-alive connections one after another, each making one request and
+    reading its answer, then hold them all idle and read the proxy's RSS."""
     socks = []
     req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(req)
-        socks.append(s)
-    for s in socks:
         s.settimeout(10)
+        s.sendall(req)
         got = b""
-        while b"\r\n\r\n" not in got or len(got) < 1100:
+        while len(got) < 1100:
             chunk = s.recv(65536)
             if not chunk:
                 break
             got += chunk
+        socks.append(s)
     time.sleep(0.5)
     rss = status_kib(pids[name], "VmRSS")
     for s in socks:
@@ -200,16 +201,23 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install -y nginx-light haproxy wrk util-linux")
     import resource
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    # HAProxy needs about two descriptors per connection; keep every process under the limit.
+    if a.idle > (want - 2000) // 2:
+        a.idle = max(100, (want - 2000) // 2)
+        print(f"open-file limit {want}: the idle-connection scenario uses {a.idle} connections", flush=True)
     sh(f"cd {ROOT} && cargo build --release -q")
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
-    setup(work)
-    procs, pids = start(work)
+    setup(work, a.idle + 500)
     results = {}
+    procs, pids = {}, {}
     def add(scn, name, metric, v):
         if v is not None:
             results.setdefault((scn, metric), {}).setdefault(name, []).append(v)
     try:
+        procs, pids = start(work, procs)
         d = a.duration
         r = wrk(PORTS["backend"], "-c64", d)
         print(f"backend direct: {r['rps']:.0f} req/s, p50 {r['p50']} ms, p99 {r['p99']} ms", flush=True)
@@ -251,7 +259,8 @@ end
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        if sys.exc_info()[0] is None:
+            shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nmachine: {os.cpu_count()} cores, {os.uname().release}; proxies pinned to core {PROXY_CPU} with 1 worker each; backend (nginx, 2 workers) and wrk on core {OTHER_CPU}")
     print(f"versions: {sh('nginx -v 2>&1').stdout.strip() or sh('nginx -v').stderr.strip()}; {sh('haproxy -v').stdout.splitlines()[0]}; switchyard {sh(ROOT + '/target/release/switchyard --version').stdout.split()[-1]}")

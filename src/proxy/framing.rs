@@ -232,26 +232,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 let n = this.output.len().min(buf.remaining());
                 buf.put_slice(&this.output[..n]);
                 this.output.advance(n);
+                if this.output.is_empty() {
+                    this.output = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.eof || (this.framer.is_pass() && this.input.is_empty()) {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            // Read into spare capacity (no zeroing of a fresh buffer on every read).
-            this.input.reserve(READ_CHUNK);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.inner),
-                cx,
-                &mut this.input
-            ))?;
-            if n == 0 {
+            // Read into an uninitialised stack buffer (no zeroing, no per-connection
+            // buffer kept while the connection idles); only unconsumed bytes are kept.
+            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut storage);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
                 // EOF: whatever is held goes to hyper as it is.
                 this.eof = true;
                 let rest = this.input.split();
                 this.output.extend_from_slice(&rest);
                 continue;
             }
+            this.input.extend_from_slice(rb.filled());
             this.framer.feed(&mut this.input, &mut this.output);
+            if this.input.is_empty() {
+                this.input = BytesMut::new();
+            }
         }
     }
 }
