@@ -436,8 +436,6 @@ async fn websocket_echo_over_plain_and_tls() {
     .await;
     let h = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(h["origin"], "https://erp.example.com");
-    let metrics_ok = proxy.addr();
-    let _ = metrics_ok;
     proxy.stop().await;
 }
 

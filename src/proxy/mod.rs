@@ -2,6 +2,7 @@
 //! (prior knowledge) through hyper-util's auto builder, with graceful drain. Each
 //! request goes to [`forward::handle`].
 
+mod attempt;
 mod body;
 mod error;
 mod forward;

@@ -1,0 +1,442 @@
+//! The upstream side of one request: the attempt loop with its retry rule, the request
+//! body across attempts, picking (with the `max_connections` queue), sending, and the
+//! passive health reports. `forward.rs` routes and prepares the request; this sends it.
+//!
+//! The retry rule (never send a write twice): a request is re-sent to another server
+//! only if (a) the connection to the first one could not be established, so nothing
+//! was sent, or (b) its method is idempotent and its body is empty or was kept whole.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{self, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+
+use super::body::{ProxyBody, RequestBody, Unsent};
+use super::error::ProxyError;
+use super::forward::{Ctx, Meta};
+use super::{headers, tunnel};
+use crate::config::HashKey;
+use crate::health::Event;
+use crate::routing::Route;
+use crate::upstream::{Endpoint, InFlight, PickKey, Pool};
+
+/// Most servers tried for one request (bounded by the pool's `attempts`).
+const MAX_TRIED: usize = 8;
+
+/// Send the prepared request to `pool`, retrying on other servers when that is safe.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn exchange(
+    mut parts: Parts,
+    body: Incoming,
+    replay: VecDeque<Frame<Bytes>>,
+    pool: &Pool,
+    route: &Route,
+    mut on_client: Option<OnUpgrade>,
+    cx: &Ctx<'_>,
+    meta: &mut Meta,
+) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
+    let snap = cx.snap;
+    let retry = &pool.cfg.retry;
+    let idempotent = retry.idempotent.contains(&parts.method);
+    let key = pick_key(pool, &parts, cx.conn.peer);
+    let mut source = body_source(body, replay, idempotent, pool, cx).await?;
+    pool.budget.record_request();
+    let mut tried = [usize::MAX; MAX_TRIED];
+    let attempts = (retry.attempts as usize).clamp(1, MAX_TRIED);
+    let mut last = ProxyError::NoHealthy;
+    for attempt in 0..attempts {
+        if attempt > 0 && !pool.budget.try_retry() {
+            tracing::debug!(pool = %pool.name, "retry budget exhausted");
+            break;
+        }
+        let view = snap.view(pool.index).ok_or(ProxyError::NoHealthy)?;
+        let ei = match wait_pick(pool, view, key, &tried[..attempt], attempt == 0).await {
+            Some(ei) => ei,
+            None if attempt == 0 => return Err(ProxyError::NoHealthy),
+            None => break,
+        };
+        tried[attempt] = ei;
+        // Headers are cloned only if another attempt could follow this one.
+        let may_retry = attempt + 1 < attempts && view.eligible.len() > attempt + 1;
+        let endpoint = pool.endpoints.get(ei).ok_or(ProxyError::NoHealthy)?;
+        meta.server = Some(endpoint.addr);
+        if attempt > 0 {
+            if let Some(c) = snap.prepared.retries.get(pool.index) {
+                c.inc();
+            }
+            tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
+        }
+        let (req, give_back) = build(
+            &mut parts,
+            may_retry,
+            endpoint,
+            &mut source,
+            pool.cfg.tls.is_some(),
+            cx,
+        );
+        let in_flight = endpoint.acquire(&pool.freed);
+        match send(pool, req, route.timeout, cx.started).await {
+            Ok((resp, took)) => {
+                meta.upstream_time = Some(took);
+                passive_success(pool, endpoint, resp.status(), cx);
+                return Ok((respond(resp, on_client.take(), route, cx), Some(in_flight)));
+            }
+            Err(e) => {
+                drop(in_flight);
+                let retry_ok = on_failure(
+                    &e,
+                    pool,
+                    endpoint,
+                    give_back,
+                    &mut source,
+                    idempotent,
+                    meta,
+                    cx,
+                )?;
+                last = e;
+                if !retry_ok {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// How the body travels: nothing, kept whole (idempotent and small enough to re-send),
+/// or streamed live.
+async fn body_source(
+    body: Incoming,
+    replay: VecDeque<Frame<Bytes>>,
+    idempotent: bool,
+    pool: &Pool,
+    cx: &Ctx<'_>,
+) -> Result<Source, ProxyError> {
+    let retry = &pool.cfg.retry;
+    if replay.is_empty() && body.is_end_stream() {
+        Ok(Source::Empty)
+    } else if idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
+        keep(replay, body, cx.snap.server.body_timeout)
+            .await
+            .map(Source::Kept)
+            .map_err(|_| ProxyError::ClientBody)
+    } else {
+        Ok(Source::Live(Unsent {
+            replay,
+            live: Some(body),
+        }))
+    }
+}
+
+/// The client's response from the upstream's: hop-by-hop fields out, route headers in;
+/// a 101 to a WebSocket request starts the tunnel.
+fn respond(
+    mut resp: Response<Incoming>,
+    on_client: Option<OnUpgrade>,
+    route: &Route,
+    cx: &Ctx<'_>,
+) -> Response<ProxyBody> {
+    let snap = cx.snap;
+    let upgrade = match (resp.status() == StatusCode::SWITCHING_PROTOCOLS, on_client) {
+        (true, Some(client)) => Some((client, hyper::upgrade::on(&mut resp))),
+        _ => None,
+    };
+    let (mut rp, rb) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut rp.headers);
+    if let Some((client, upstream)) = upgrade {
+        rp.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        rp.headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        tokio::spawn(tunnel::relay(
+            client,
+            upstream,
+            snap.server.tunnel_idle_timeout,
+            snap.metrics.clone(),
+        ));
+        return Response::from_parts(rp, ProxyBody::upstream(rb, None));
+    }
+    for (k, v) in &route.add_response_headers {
+        rp.headers.append(k, v.clone());
+    }
+    let deadline = route.timeout.map(|t| cx.started + t);
+    Response::from_parts(rp, ProxyBody::upstream(rb, deadline))
+}
+
+/// Account for a failed attempt and decide whether another may follow (the retry
+/// rule). A client-side body failure ends the request at once.
+#[allow(clippy::too_many_arguments)]
+fn on_failure(
+    e: &ProxyError,
+    pool: &Pool,
+    endpoint: &Endpoint,
+    give_back: Option<tokio::sync::oneshot::Receiver<Unsent>>,
+    source: &mut Source,
+    idempotent: bool,
+    meta: &mut Meta,
+    cx: &Ctx<'_>,
+) -> Result<bool, ProxyError> {
+    match e {
+        ProxyError::ClientBody => return Err(ProxyError::ClientBody),
+        ProxyError::ClientBodyTimeout => return Err(ProxyError::ClientBodyTimeout),
+        _ => {}
+    }
+    endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
+    passive_failure(pool, endpoint, e, cx);
+    let never_sent = matches!(e, ProxyError::Connect(_));
+    if never_sent && let Some(mut rx) = give_back {
+        *source = match rx.try_recv() {
+            Ok(unsent) => Source::Live(unsent),
+            Err(_) => Source::Gone,
+        };
+    }
+    let safe = match source {
+        Source::Empty | Source::Kept(_) => never_sent || idempotent,
+        Source::Live(_) => never_sent,
+        Source::Gone => false,
+    };
+    tracing::warn!(pool = %pool.name, upstream = %endpoint.addr, error = %e, never_sent, retry_safe = safe, "upstream attempt failed");
+    if !never_sent && !idempotent {
+        meta.outcome_unknown = true;
+    }
+    Ok(safe)
+}
+
+/// The request body across attempts.
+enum Source {
+    Empty,
+    /// Kept whole (idempotent, within `retry.body_limit`): every attempt replays it.
+    Kept(Vec<Frame<Bytes>>),
+    /// Streaming; re-sendable only if it comes back unsent.
+    Live(Unsent),
+    /// Sent (or lost) by an earlier attempt.
+    Gone,
+}
+
+fn fits(body: &Incoming, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool {
+    let buffered: u64 = replay
+        .iter()
+        .filter_map(|f| f.data_ref())
+        .map(|d| d.len() as u64)
+        .sum();
+    limit > 0
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|u| u + buffered <= limit as u64)
+}
+
+async fn keep(
+    replay: VecDeque<Frame<Bytes>>,
+    mut body: Incoming,
+    idle: Duration,
+) -> Result<Vec<Frame<Bytes>>, ()> {
+    let mut out: Vec<Frame<Bytes>> = replay.into_iter().collect();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(f))) => out.push(f),
+            Ok(None) => return Ok(out),
+            _ => return Err(()),
+        }
+    }
+}
+
+fn clone_frame(f: &Frame<Bytes>) -> Frame<Bytes> {
+    match (f.data_ref(), f.trailers_ref()) {
+        (Some(d), _) => Frame::data(d.clone()),
+        (None, Some(t)) => Frame::trailers(t.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+/// The upstream request for one attempt; headers are cloned only if another attempt may follow.
+fn build(
+    parts: &mut Parts,
+    may_retry: bool,
+    endpoint: &Endpoint,
+    source: &mut Source,
+    pool_tls: bool,
+    cx: &Ctx<'_>,
+) -> (
+    Request<RequestBody>,
+    Option<tokio::sync::oneshot::Receiver<Unsent>>,
+) {
+    let idle = cx.snap.server.body_timeout;
+    let (body, give_back) = match std::mem::replace(source, Source::Gone) {
+        Source::Empty => {
+            *source = Source::Empty;
+            (RequestBody::empty(), None)
+        }
+        Source::Kept(frames) => {
+            let body = RequestBody::new(
+                frames.iter().map(clone_frame).collect(),
+                None,
+                idle,
+                cx.bytes_in.clone(),
+            );
+            *source = Source::Kept(frames);
+            (body, None)
+        }
+        Source::Live(u) => {
+            let (b, rx) =
+                RequestBody::new(u.replay, u.live, idle, cx.bytes_in.clone()).with_give_back();
+            (b, Some(rx))
+        }
+        Source::Gone => (RequestBody::empty(), None),
+    };
+    let mut up = uri::Parts::default();
+    up.scheme = Some(if pool_tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
+    up.authority = Some(endpoint.authority.clone());
+    up.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from_parts(up).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = if may_retry {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
+    (req, give_back)
+}
+
+/// Send and wait for the response head within the pool's read timeout (and the route's total).
+async fn send(
+    pool: &Pool,
+    req: Request<RequestBody>,
+    total: Option<Duration>,
+    started: Instant,
+) -> Result<(Response<Incoming>, Duration), ProxyError> {
+    let sent = Instant::now();
+    let head = sent + pool.read_timeout();
+    let deadline = total.map_or(head, |t| head.min(started + t));
+    match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
+        Err(_) => Err(ProxyError::Timeout),
+        Ok(Err(e)) => Err(ProxyError::from_client(e)),
+        Ok(Ok(r)) => Ok((r, sent.elapsed())),
+    }
+}
+
+/// Pick a server; with `max_connections`, the first attempt may wait in a bounded queue.
+async fn wait_pick(
+    pool: &Pool,
+    view: &crate::upstream::PoolView,
+    key: PickKey,
+    tried: &[usize],
+    may_wait: bool,
+) -> Option<usize> {
+    let find = |p: &Pool| {
+        p.pick(view, key, tried)
+            .and_then(|e| p.endpoints.iter().position(|x| Arc::ptr_eq(x, e)))
+    };
+    if let Some(i) = find(pool) {
+        return Some(i);
+    }
+    if !may_wait || pool.cfg.max_connections.is_none() || view.is_empty() {
+        return None;
+    }
+    if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.cfg.queue_size {
+        pool.queued.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    let deadline = Instant::now() + pool.cfg.queue_timeout;
+    let found = loop {
+        let freed = pool.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(i) = find(pool) {
+            break Some(i);
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            break None;
+        }
+    };
+    pool.queued.fetch_sub(1, Ordering::AcqRel);
+    found
+}
+
+fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
+    if pool.cfg.balance != crate::config::Balance::Hash {
+        return PickKey::None;
+    }
+    let ip = crate::upstream::hash_of(peer.ip().to_canonical());
+    PickKey::Hash(match &pool.cfg.hash_key {
+        HashKey::ClientIp => ip,
+        HashKey::Header(h) => parts
+            .headers
+            .get(h)
+            .map_or(ip, |v| crate::upstream::hash_of(v.as_bytes())),
+        HashKey::Cookie(name) => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map_or(ip, |(_, v)| crate::upstream::hash_of(v)),
+    })
+}
+
+fn passive_success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_>) {
+    let s = &e.stats;
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    if s.consecutive_failures.load(Ordering::Relaxed) != 0 {
+        s.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+    let limit = pool.cfg.passive.eject_after_5xx;
+    if status.is_server_error() {
+        s.errors.fetch_add(1, Ordering::Relaxed);
+        if limit > 0
+            && s.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= limit
+            && !s.eject_pending.swap(true, Ordering::AcqRel)
+        {
+            cx.shared.events.send(Event::Eject {
+                pool: pool.name.clone(),
+                addr: e.addr,
+                reason: "consecutive 5xx",
+            });
+        }
+    } else if s.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+        s.consecutive_5xx.store(0, Ordering::Relaxed);
+    }
+}
+
+fn passive_failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
+    let s = &e.stats;
+    let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if n >= pool.cfg.passive.eject_after && !s.eject_pending.swap(true, Ordering::AcqRel) {
+        let reason = match err {
+            ProxyError::Connect(_) => "connect failures",
+            ProxyError::Timeout => "timeouts",
+            _ => "connection failures",
+        };
+        cx.shared.events.send(Event::Eject {
+            pool: pool.name.clone(),
+            addr: e.addr,
+            reason,
+        });
+    }
+}
