@@ -8,6 +8,7 @@
 
 mod error;
 mod file;
+mod pools;
 mod validate;
 
 use std::net::SocketAddr;

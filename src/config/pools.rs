@@ -1,0 +1,381 @@
+//! Validation of `[pools.NAME]`: servers, balancing, timeouts, active and passive
+//! health, retries, fallback chains and upstream TLS. Called from `validate.rs`,
+//! sharing its error collector.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use toml::Spanned;
+
+use super::file::{FileConfig, FilePool, SpanStr};
+use super::validate::{Ctx, relative};
+use super::*;
+
+pub(super) fn pool(
+    cx: &mut Ctx<'_>,
+    name: &SpanStr,
+    p: &Spanned<FilePool>,
+    names: &[&str],
+) -> PoolConfig {
+    let span = p.span();
+    let p = p.get_ref();
+    if p.servers.is_empty() {
+        cx.err(
+            span,
+            format!(
+                "pool `{}` has no servers; add at least one to `servers`",
+                name.get_ref()
+            ),
+        );
+    }
+    let mut servers = Vec::new();
+    for s in &p.servers {
+        let entry = s.get_ref();
+        if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+            cx.err(
+                s.span(),
+                format!(
+                    "server weight {} is out of range; use 1 to {MAX_WEIGHT}",
+                    entry.weight
+                ),
+            );
+        }
+        match resolve(&entry.addr) {
+            Some(addr) => servers.push(ServerConfig { addr, weight: entry.weight.clamp(1, MAX_WEIGHT) }),
+            None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve", entry.addr)),
+        }
+    }
+    PoolConfig {
+        name: name.get_ref().as_str().into(),
+        servers,
+        balance: p.balance,
+        connect_timeout: cx.duration(
+            &p.connect_timeout,
+            "connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        read_timeout: cx.duration(&p.read_timeout, "read_timeout", DEFAULT_READ_TIMEOUT),
+        idle_timeout: cx.duration(&p.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        keepalive: p.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+        fallback: p.fallback.as_ref().and_then(|f| {
+            let idx = names.iter().position(|n| *n == f.get_ref());
+            if idx.is_none() {
+                cx.err(
+                    f.span(),
+                    format!(
+                        "fallback pool `{}` is not defined; defined pools: {}",
+                        f.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+            }
+            idx
+        }),
+        health: p.health.as_ref().map(|h| health(cx, h)),
+        passive: Passive {
+            eject_after: p.passive.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
+            eject_after_5xx: p.passive.eject_after_5xx.unwrap_or(0),
+            ejection_time: cx.duration(
+                &p.passive.ejection_time,
+                "ejection_time",
+                DEFAULT_EJECTION_TIME,
+            ),
+            max_ejection_time: cx.duration(
+                &p.passive.max_ejection_time,
+                "max_ejection_time",
+                DEFAULT_MAX_EJECTION_TIME,
+            ),
+        },
+        retry: retry(cx, &p.retry),
+        slow_start: p
+            .slow_start
+            .as_ref()
+            .map(|_| cx.duration(&p.slow_start, "slow_start", Duration::ZERO)),
+        hash_key: hash_key(cx, p),
+        max_connections: p.max_connections.as_ref().and_then(|m| {
+            if *m.get_ref() == 0 {
+                cx.err(
+                    m.span(),
+                    "`max_connections` must be at least 1 (leave it out for no limit)",
+                );
+            }
+            Some(*m.get_ref()).filter(|n| *n > 0)
+        }),
+        queue_timeout: cx.duration(&p.queue_timeout, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+        tls: p.tls.as_ref().and_then(|t| upstream_tls(cx, t)),
+        upstream_h2: p.upstream_h2.unwrap_or(false),
+        queue_size: p.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+    }
+}
+
+fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck {
+    let h = h.get_ref();
+    let method = match &h.method {
+        None => Method::GET,
+        Some(m) => {
+            Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).unwrap_or_else(|_| {
+                cx.err(m.span(), format!("{:?} is not an HTTP method", m.get_ref()));
+                Method::GET
+            })
+        }
+    };
+    let path = match &h.path {
+        None => http::uri::PathAndQuery::from_static("/"),
+        Some(p) => match p.get_ref().parse::<http::uri::PathAndQuery>() {
+            Ok(pq) if p.get_ref().starts_with('/') => pq,
+            _ => {
+                cx.err(p.span(), format!("health check path {:?} must start with `/` and be a valid path (no spaces, CR or LF)", p.get_ref()));
+                http::uri::PathAndQuery::from_static("/")
+            }
+        },
+    };
+    let host = h.host.as_ref().and_then(|v| {
+        http::HeaderValue::from_str(v.get_ref())
+            .map_err(|_| {
+                cx.err(
+                    v.span(),
+                    format!("{:?} is not a valid Host value", v.get_ref()),
+                )
+            })
+            .ok()
+    });
+    let mut expect_status = Vec::new();
+    match &h.expect_status {
+        None => expect_status.push((200, 399)),
+        Some(list) => {
+            for item in &list.get_ref().0 {
+                let (a, b) = item.split_once('-').unwrap_or((item, item));
+                match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                    (Ok(a), Ok(b)) if (100..=599).contains(&a) && a <= b && b <= 599 => {
+                        expect_status.push((a, b))
+                    }
+                    _ => cx.err(
+                        list.span(),
+                        format!("expect_status {item:?} is not a status or range like \"200-399\""),
+                    ),
+                }
+            }
+        }
+    }
+    let count = |cx: &mut Ctx<'_>, v: &Option<Spanned<u32>>, key: &str, d: u32| match v {
+        Some(n) if *n.get_ref() == 0 => {
+            cx.err(n.span(), format!("`{key}` must be at least 1"));
+            d
+        }
+        Some(n) => *n.get_ref(),
+        None => d,
+    };
+    HealthCheck {
+        method,
+        path,
+        host,
+        interval: cx.duration(&h.interval, "interval", DEFAULT_HEALTH_INTERVAL),
+        timeout: cx.duration(&h.timeout, "timeout", DEFAULT_HEALTH_TIMEOUT),
+        healthy_after: count(cx, &h.healthy_after, "healthy_after", DEFAULT_HEALTHY_AFTER),
+        unhealthy_after: count(
+            cx,
+            &h.unhealthy_after,
+            "unhealthy_after",
+            DEFAULT_UNHEALTHY_AFTER,
+        ),
+        expect_status,
+        body_contains: h.body_contains.clone(),
+    }
+}
+
+fn retry(cx: &mut Ctx<'_>, r: &super::file::FileRetry) -> RetryPolicy {
+    let attempts = match &r.attempts {
+        Some(a) if *a.get_ref() == 0 => {
+            cx.err(
+                a.span(),
+                "`attempts` counts the first try too; it must be at least 1",
+            );
+            1
+        }
+        Some(a) => *a.get_ref(),
+        None => DEFAULT_RETRY_ATTEMPTS,
+    };
+    let idempotent = match &r.idempotent_methods {
+        None => DEFAULT_IDEMPOTENT
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for m in &list.get_ref().0 {
+                let upper = m.to_ascii_uppercase();
+                if !DEFAULT_IDEMPOTENT.contains(&upper.as_str()) {
+                    cx.err(
+                        list.span(),
+                        format!(
+                            "{m:?} is not idempotent (RFC 9110 §9.2.2); only {} may be re-sent",
+                            DEFAULT_IDEMPOTENT.join(", ")
+                        ),
+                    );
+                } else if let Ok(me) = Method::from_bytes(upper.as_bytes()) {
+                    out.push(me);
+                }
+            }
+            out
+        }
+    };
+    let budget_ratio = match &r.budget_ratio {
+        Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
+            cx.err(
+                v.span(),
+                "`budget_ratio` is a share of requests between 0.0 and 1.0",
+            );
+            DEFAULT_RETRY_BUDGET_RATIO
+        }
+        Some(v) => *v.get_ref(),
+        None => DEFAULT_RETRY_BUDGET_RATIO,
+    };
+    RetryPolicy {
+        attempts,
+        idempotent,
+        body_limit: usize::try_from(r.body_limit.unwrap_or(0)).unwrap_or(usize::MAX),
+        budget_ratio,
+        budget_min_per_sec: r
+            .budget_min_per_sec
+            .unwrap_or(DEFAULT_RETRY_BUDGET_MIN_PER_SEC),
+    }
+}
+
+/// `client_ip` (default), `header:NAME` or `cookie:NAME`.
+fn hash_key(cx: &mut Ctx<'_>, p: &FilePool) -> HashKey {
+    let Some(k) = &p.hash_key else {
+        return HashKey::ClientIp;
+    };
+    if p.balance != Balance::Hash {
+        cx.err(k.span(), "`hash_key` only applies with balance = \"hash\"");
+    }
+    let v = k.get_ref();
+    if v == "client_ip" {
+        return HashKey::ClientIp;
+    }
+    if let Some(h) = v.strip_prefix("header:")
+        && let Ok(name) = HeaderName::from_bytes(h.as_bytes())
+    {
+        return HashKey::Header(name);
+    }
+    if let Some(c) = v.strip_prefix("cookie:").filter(|c| !c.is_empty()) {
+        return HashKey::Cookie(c.to_owned());
+    }
+    cx.err(
+        k.span(),
+        format!("hash_key {v:?} must be \"client_ip\", \"header:NAME\" or \"cookie:NAME\""),
+    );
+    HashKey::ClientIp
+}
+
+/// A fallback chain must end; a loop would bounce requests forever.
+pub(super) fn fallback_loops(cx: &mut Ctx<'_>, file: &FileConfig, pools: &[PoolConfig]) {
+    for (start, (_, fp)) in file.pools.iter().enumerate() {
+        let Some(span) = fp.get_ref().fallback.as_ref().map(|f| f.span()) else {
+            continue;
+        };
+        let mut seen = vec![start];
+        let mut at = pools.get(start).and_then(|p| p.fallback);
+        while let Some(i) = at {
+            if seen.contains(&i) {
+                let chain: Vec<&str> = seen
+                    .iter()
+                    .chain([&i])
+                    .filter_map(|j| pools.get(*j))
+                    .map(|p| &*p.name)
+                    .collect();
+                cx.err(
+                    span.clone(),
+                    format!("fallback pools form a loop: {}", chain.join(" -> ")),
+                );
+                break;
+            }
+            seen.push(i);
+            at = pools.get(i).and_then(|p| p.fallback);
+        }
+    }
+}
+
+/// `IP:port`, or `name:port` resolved once here (never on the request path).
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Some(a);
+    }
+    addr.rsplit_once(':')?.1.parse::<u16>().ok()?;
+    addr.to_socket_addrs().ok()?.next()
+}
+
+/// `[pools.NAME.tls]`: trust roots (a CA file or the system's) and an optional SNI name.
+fn upstream_tls(
+    cx: &mut Ctx<'_>,
+    t: &Spanned<super::file::FileUpstreamTls>,
+) -> Option<UpstreamTls> {
+    let span = t.span();
+    let t = t.get_ref();
+    let mut roots = rustls::RootCertStore::empty();
+    match &t.ca {
+        Some(ca) => {
+            let path = relative(cx.path, ca.get_ref());
+            let loaded = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|pem| {
+                    rustls_pemfile::certs(&mut pem.as_slice())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))
+                });
+            match loaded {
+                Ok(certs) if !certs.is_empty() => {
+                    for c in certs {
+                        if let Err(e) = roots.add(c) {
+                            cx.err(
+                                ca.span(),
+                                format!("{}: unusable CA certificate: {e}", path.display()),
+                            );
+                        }
+                    }
+                }
+                Ok(_) => cx.err(
+                    ca.span(),
+                    format!("{}: no certificate found", path.display()),
+                ),
+                Err(e) => cx.err(ca.span(), e),
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                cx.err(
+                    span.clone(),
+                    "no system CA certificates found; set `ca` to a PEM file",
+                );
+            }
+        }
+    }
+    let server_name = match &t.server_name {
+        None => None,
+        Some(n) => match rustls::pki_types::ServerName::try_from(n.get_ref().clone()) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                cx.err(
+                    n.span(),
+                    format!("{:?} is not a valid TLS server name", n.get_ref()),
+                );
+                None
+            }
+        },
+    };
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Some(UpstreamTls {
+        client: Arc::new(client),
+        server_name,
+    })
+}
