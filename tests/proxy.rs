@@ -428,3 +428,29 @@ async fn access_log_writes_one_line_per_request() {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+/// HEAD (RFC 9110 §9.3.2): the backend's headers, including Content-Length, and no
+/// body; the connection stays usable for the next request.
+#[tokio::test]
+async fn head_gets_headers_and_no_body() {
+    let b = Backend::spawn("backend").await;
+    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let resp = raw(
+        proxy.addr(),
+        b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, rest) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 7"),
+        "{head}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200"),
+        "no body after the HEAD answer: {rest:?}"
+    );
+    assert!(rest.ends_with("backend"), "{rest:?}");
+    assert_eq!(b.seen.lock().unwrap()[0].method, "HEAD");
+    proxy.stop().await;
+}

@@ -89,6 +89,9 @@ struct Tracker {
     draining: bool,
     /// When the server (re)joined, for slow start.
     joined: Option<Instant>,
+    /// False for a server added by a reload to a pool with active checks until its
+    /// first probe result: its state is "unknown" and it gets no traffic.
+    probed: bool,
 }
 
 impl Tracker {
@@ -102,6 +105,8 @@ impl Tracker {
     fn state(&self) -> ServerState {
         if self.draining {
             ServerState::Draining
+        } else if !self.probed {
+            ServerState::Unknown
         } else if self.ejected_until.is_some() {
             ServerState::Ejected
         } else if self.eligible() {
@@ -203,6 +208,7 @@ impl Manager {
                         ejections: 0,
                         draining: false,
                         joined: (!start).then_some(now),
+                        probed: start || health.is_none(),
                     },
                 };
                 next.insert(key, t);
@@ -314,6 +320,8 @@ impl Manager {
         if ok && t.awaiting_probe {
             t.awaiting_probe = false;
         }
+        let first_result = !t.probed;
+        t.probed = true;
         match flip {
             Some(true) => {
                 tracing::info!(pool = %pool, server = %addr, "server healthy: active checks pass")
@@ -344,7 +352,7 @@ impl Manager {
                 };
             });
         }
-        before != after
+        before != after || first_result
     }
 
     fn on_eject(&mut self, pool: &Arc<str>, addr: SocketAddr, reason: &'static str) -> bool {
@@ -518,5 +526,48 @@ async fn probe_loop(
             _ = futures_util::future::join_all(round) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> Tracker {
+        Tracker {
+            active: Some(Counter::new(true, 1, 1)),
+            ejected_until: None,
+            awaiting_probe: false,
+            ejections: 0,
+            draining: false,
+            joined: None,
+            probed: true,
+        }
+    }
+
+    #[test]
+    fn states_follow_the_tracker() {
+        let mut t = tracker();
+        assert_eq!(t.state(), ServerState::Healthy);
+        t.probed = false;
+        t.awaiting_probe = true;
+        assert_eq!(
+            t.state(),
+            ServerState::Unknown,
+            "added by a reload, not probed yet"
+        );
+        assert!(!t.eligible());
+        t.probed = true;
+        assert_eq!(
+            t.state(),
+            ServerState::Unhealthy,
+            "probed, waiting for a pass"
+        );
+        t.awaiting_probe = false;
+        t.ejected_until = Some(Instant::now());
+        assert_eq!(t.state(), ServerState::Ejected);
+        t.draining = true;
+        assert_eq!(t.state(), ServerState::Draining);
+        assert!(!t.eligible());
     }
 }

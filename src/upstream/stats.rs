@@ -33,6 +33,8 @@ pub enum ServerState {
     Unhealthy,
     Ejected,
     Draining,
+    /// Added by a reload, not probed yet.
+    Unknown,
 }
 
 impl ServerState {
@@ -42,6 +44,7 @@ impl ServerState {
             ServerState::Unhealthy => "unhealthy",
             ServerState::Ejected => "ejected",
             ServerState::Draining => "draining",
+            ServerState::Unknown => "unknown",
         }
     }
 }
