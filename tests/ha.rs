@@ -512,3 +512,29 @@ async fn request_id_is_kept_only_from_a_trusted_proxy() {
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn consecutive_5xx_eject_when_configured() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    a.set_mode(Mode::Fail);
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after_5xx = 2\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "")
+    ))
+    .await;
+    // A 500 is an answer, passed through (not retried: the server did respond).
+    let mut saw_500 = false;
+    for _ in 0..4 {
+        saw_500 |= get(&proxy.url("/x")).await.status == 500;
+    }
+    assert!(saw_500, "the app's own 500 reaches the client");
+    eventually("server answering 500s ejected", || async {
+        state_of(&proxy, &a).await == "ejected"
+    })
+    .await;
+    for _ in 0..6 {
+        assert_eq!(get(&proxy.url("/x")).await.body, "b");
+    }
+    proxy.stop().await;
+}

@@ -330,3 +330,38 @@ async fn listeners_are_added_and_removed_by_reload() {
     drop(taken);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn briefly_missing_file_is_picked_up_when_it_returns() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let file = temp_config("missing");
+    let text = |s: &Backend| {
+        format!(
+            "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+            s.addr
+        )
+    };
+    let (proxy, rendered) = Proxy::start_file(&text(&a), &file).await;
+    std::fs::remove_file(&file).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        get(&proxy.url("/x")).await.body,
+        "a",
+        "still serving while the file is gone"
+    );
+    std::fs::write(
+        &file,
+        rendered.replace(&a.addr.to_string(), &b.addr.to_string()),
+    )
+    .unwrap();
+    eventually("the returned file is applied", || async {
+        get(&proxy.url("/x")).await.body == "b"
+    })
+    .await;
+    eventually("no error left behind", || async {
+        admin_json(&proxy, "/config").await["last_error"].is_null()
+    })
+    .await;
+    proxy.stop().await;
+}
