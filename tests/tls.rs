@@ -572,3 +572,42 @@ async fn upstream_tls_with_ca_file_and_server_name_and_upstream_h2() {
     assert_eq!(get(&proxy.url("/x")).await.status, 502);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn tls_sessions_resume() {
+    let b = Backend::spawn("b").await;
+    let d = dir("resume");
+    cert(&d, "erp", &["erp.example.com"]);
+    cert(&d, "wild", &["*.shop.example"]);
+    let proxy = Proxy::start(&tls_config(&b, &d, "")).await;
+    let rec = Arc::new(Record::default());
+    let cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(rec)
+        .with_no_client_auth(),
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+        let s = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(ServerName::try_from("erp.example.com").unwrap(), tcp)
+            .await
+            .unwrap();
+        kinds.push(s.get_ref().1.handshake_kind());
+        // Complete one exchange so the server's session tickets are read.
+        assert_eq!(get_over(s, false, "erp.example.com", "/r").await.0, 200);
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+    proxy.stop().await;
+}
