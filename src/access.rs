@@ -204,7 +204,7 @@ mod tests {
     fn json_line_parses() {
         let mut s = String::new();
         json(&mut s, &rec());
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).expect("the line is JSON");
         assert_eq!(v["route"], "reports");
         assert_eq!(v["status"], 200);
     }

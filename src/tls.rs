@@ -146,32 +146,36 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(
             names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
-        .unwrap();
+        .expect("test certificate files");
         let (c, k) = (
             dir.join(format!("{tag}.pem")),
             dir.join(format!("{tag}.key")),
         );
-        std::fs::write(&c, ck.cert.pem()).unwrap();
-        std::fs::write(&k, ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&c, ck.cert.pem()).expect("test certificate files");
+        std::fs::write(&k, ck.signing_key.serialize_pem()).expect("test certificate files");
         (c, k)
     }
 
     #[test]
     fn sni_prefers_exact_then_wildcard_then_default() {
         let dir = std::env::temp_dir().join(format!("switchyard-tls-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test certificate files");
         let a = load_pair(
             &pair(&dir, "a", &["erp.example.com"]).0,
             &pair(&dir, "a", &["erp.example.com"]).1,
         )
-        .unwrap();
+        .expect("test certificate files");
         assert_eq!(a.names, vec!["erp.example.com"]);
         let (c1, k1) = pair(&dir, "one", &["erp.example.com"]);
         let (c2, k2) = pair(&dir, "two", &["*.example.com"]);
         let r = SniResolver {
-            entries: vec![load_pair(&c1, &k1).unwrap(), load_pair(&c2, &k2).unwrap()],
+            entries: vec![
+                load_pair(&c1, &k1).expect("test certificate files"),
+                load_pair(&c2, &k2).expect("test certificate files"),
+            ],
         };
-        let first = |k: Option<Arc<CertifiedKey>>| k.unwrap().cert[0].clone();
+        let first =
+            |k: Option<Arc<CertifiedKey>>| k.expect("test certificate files").cert[0].clone();
         assert_eq!(
             first(r.pick(Some("ERP.example.com"))),
             r.entries[0].key.cert[0]

@@ -50,6 +50,17 @@ mod tempfile_path {
     }
 }
 
+/// The binary on `cfg`, warnings and errors to the test's stderr.
+fn spawn_bin(cfg: &std::path::Path) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the switchyard binary starts")
+}
+
 fn check(text: &str) -> (i32, String, String) {
     let cfg = write_config(text);
     let out = Command::new(BIN)
@@ -197,14 +208,7 @@ impl Running {
         let cfg = write_config(&format!(
             "[[listeners]]\naddr = \"{addr}\"\n[server]\ndrain_timeout = \"10s\"\n[log]\naccess_log = \"off\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
         ));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(cfg.path())
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = spawn_bin(cfg.path());
         eventually("switchyard accepts connections", || async move {
             tokio::net::TcpStream::connect(addr).await.is_ok()
         })
@@ -398,13 +402,7 @@ async fn upgrade_handover_loses_no_connection() {
         "[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
         b.addr
     ));
-    let mut old = Command::new(BIN)
-        .arg("--config")
-        .arg(cfg.path())
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut old = spawn_bin(cfg.path());
     eventually(
         "old process serves",
         || async move { fresh_request(addr).await },
@@ -501,15 +499,7 @@ async fn second_process_binds_the_same_port_with_so_reuseport() {
         "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
         b.addr
     ));
-    let spawn = || {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(cfg.path())
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_bin(cfg.path());
     let mut first = spawn();
     eventually("first serves", || async move { fresh_request(addr).await }).await;
     let mut second = spawn();
@@ -546,13 +536,7 @@ async fn sighup_reloads_when_the_watcher_is_off() {
         )
     };
     let cfg = write_config(&text(a.addr));
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(cfg.path())
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_bin(cfg.path());
     let url = format!("http://{addr}/x");
     eventually("serves", || async {
         tokio::net::TcpStream::connect(addr).await.is_ok()

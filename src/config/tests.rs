@@ -35,7 +35,7 @@ fn valid_config_loads_with_defaults() {
         Path::new("t.toml"),
         &format!("{BASE}\n[[routes]]\nname = \"d\"\npool = \"primary\"\n"),
     )
-    .unwrap();
+    .expect("the test config is valid");
     assert_eq!(c.pools.len(), 2);
     assert_eq!(c.pools[0].servers[1].weight, 2);
     assert_eq!(c.server.param_body_limit, DEFAULT_PARAM_BODY_LIMIT);

@@ -154,7 +154,7 @@ mod tests {
             Bytes::from_static(b"a=1&cmd=frappe.desk.query_report.run"),
         )
         .await
-        .unwrap();
+        .expect("the test body parses");
         assert_eq!(
             form.fields[1],
             ("cmd".into(), "frappe.desk.query_report.run".into())
@@ -164,7 +164,7 @@ mod tests {
             Bytes::from_static(br#"{"cmd":"x","n":2,"o":{}}"#),
         )
         .await
-        .unwrap();
+        .expect("the test body parses");
         assert!(json.json);
         assert_eq!(
             json.fields,
@@ -178,7 +178,7 @@ mod tests {
         let mp = "--XX\r\nContent-Disposition: form-data; name=\"cmd\"\r\n\r\nrun\r\n--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nfile\r\n--XX--\r\n";
         let mp = parse(&BodyKind::Multipart("XX".into()), Bytes::from(mp))
             .await
-            .unwrap();
+            .expect("the test body parses");
         assert_eq!(mp.fields, vec![("cmd".into(), "run".into())]);
     }
 }

@@ -115,11 +115,14 @@ mod tests {
     #[test]
     fn only_websocket_upgrades_qualify() {
         let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, Upgrade".parse().unwrap());
-        h.insert("upgrade", "WebSocket".parse().unwrap());
+        h.insert(
+            "connection",
+            "keep-alive, Upgrade".parse().expect("valid test header"),
+        );
+        h.insert("upgrade", "WebSocket".parse().expect("valid test header"));
         assert!(is_websocket(http::Version::HTTP_11, &h));
         assert!(!is_websocket(http::Version::HTTP_10, &h));
-        h.insert("upgrade", "h2c".parse().unwrap());
+        h.insert("upgrade", "h2c".parse().expect("valid test header"));
         assert!(!is_websocket(http::Version::HTTP_11, &h));
     }
 }

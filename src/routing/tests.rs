@@ -68,7 +68,7 @@ fn first_declared_wins_and_regex_is_full_match() {
         route(
             "re",
             Matcher {
-                regex: Some(Regex::new("^(?:(?:/files/[a-z]+))$").unwrap()),
+                regex: Some(Regex::new("^(?:(?:/files/[a-z]+))$").expect("valid test input")),
                 ..Default::default()
             },
         ),
@@ -194,7 +194,10 @@ fn header_listener_method_and_path_conditions() {
         },
     )]);
     let mut h = HeaderMap::new();
-    h.insert(http::header::ACCEPT, "application/json".parse().unwrap());
+    h.insert(
+        http::header::ACCEPT,
+        "application/json".parse().expect("valid test input"),
+    );
     let mut v = view(&h, "/exact", None);
     assert_eq!(pick(&t, &v), None, "wrong listener");
     v.listener = 1;
@@ -214,26 +217,29 @@ fn decode_path_only_when_encoded() {
 
 #[test]
 fn header_templates_expand_placeholders() {
-    let t = HeaderTemplate::parse("{scheme}://{http_host}").unwrap();
+    let t = HeaderTemplate::parse("{scheme}://{http_host}").expect("valid test input");
     let vars = TemplateVars {
         host: "ERP.example.com",
         http_host: "ERP.example.com:8443",
         scheme: "https",
         client_ip: [10, 0, 0, 9].into(),
     };
-    assert_eq!(t.render(&vars).unwrap(), "https://ERP.example.com:8443");
+    assert_eq!(
+        t.render(&vars).expect("valid test input"),
+        "https://ERP.example.com:8443"
+    );
     assert_eq!(
         HeaderTemplate::parse("{host}")
-            .unwrap()
+            .expect("valid test input")
             .render(&vars)
-            .unwrap(),
+            .expect("valid test input"),
         "erp.example.com"
     );
     assert_eq!(
         HeaderTemplate::parse("ip={client_ip};")
-            .unwrap()
+            .expect("valid test input")
             .render(&vars)
-            .unwrap(),
+            .expect("valid test input"),
         "ip=10.0.0.9;"
     );
     assert!(

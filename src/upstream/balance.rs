@@ -211,7 +211,7 @@ mod tests {
         for r in 0..300 {
             hits[v
                 .pick(Balance::RoundRobin, &e, r, PickKey::None, &all, &mut |_| 0)
-                .unwrap()] += 1;
+                .expect("an eligible endpoint")] += 1;
         }
         assert_eq!(hits, [100, 0, 200]);
         let none = PoolView::new(Balance::RoundRobin, vec![], &e);
@@ -235,7 +235,7 @@ mod tests {
                     &|i| i != 1,
                     &mut |_| 0,
                 )
-                .unwrap();
+                .expect("an eligible endpoint");
             assert_ne!(got, 1);
         }
     }
@@ -285,7 +285,7 @@ mod tests {
             let key = PickKey::Hash(hash_of(k));
             let a = full
                 .pick(Balance::Hash, &e, 0, key, &all, &mut |_| 0)
-                .unwrap();
+                .expect("an eligible endpoint");
             assert_eq!(
                 full.pick(Balance::Hash, &e, 99, key, &all, &mut |_| 0),
                 Some(a),
@@ -293,7 +293,7 @@ mod tests {
             );
             let b = less
                 .pick(Balance::Hash, &e, 0, key, &all, &mut |_| 0)
-                .unwrap();
+                .expect("an eligible endpoint");
             if a == 3 {
                 on3 += 1;
             } else if a != b {
