@@ -60,11 +60,15 @@ fn main() -> ExitCode {
         print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers)
-        .enable_all()
-        .build()
-    {
+    // One worker runs on the current thread: no cross-thread scheduler at all.
+    let mut builder = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.workers);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start runtime: {e}");

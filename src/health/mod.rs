@@ -29,6 +29,8 @@ use crate::upstream::{Pool, PoolView, ProbeRecord, ServerState};
 const QUEUE: usize = 4096;
 /// How often ejection expiry and slow-start ramps are looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// How often idle upstream connections are checked for expiry and server closes.
+const SWEEP: Duration = Duration::from_secs(1);
 /// Slow-start weights are scaled by this so a ramp has steps.
 const RAMP_SCALE: u32 = 10;
 
@@ -162,6 +164,7 @@ impl Manager {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut last_ramp = Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
             let changed = tokio::select! {
                 ev = rx.recv() => match ev {
@@ -172,6 +175,12 @@ impl Manager {
                     let ramp = self.ramping && last_ramp.elapsed() >= Duration::from_secs(1);
                     if ramp {
                         last_ramp = Instant::now();
+                    }
+                    if last_sweep.elapsed() >= SWEEP {
+                        last_sweep = Instant::now();
+                        for pool in self.state.load().pools.iter() {
+                            pool.sweep();
+                        }
                     }
                     self.expire() || ramp
                 }

@@ -30,7 +30,7 @@ use super::{headers, tunnel};
 use crate::config::HashKey;
 use crate::health::Event;
 use crate::routing::Route;
-use crate::upstream::{Endpoint, InFlight, PickKey, Pool};
+use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool};
 
 /// Most servers tried for one request (bounded by the pool's `attempts`).
 const MAX_TRIED: usize = 8;
@@ -87,11 +87,21 @@ pub(super) async fn exchange(
             cx,
         );
         let in_flight = endpoint.acquire(&pool.freed);
-        match send(pool, req, route.timeout, cx.started).await {
-            Ok((resp, took)) => {
+        match send(
+            pool,
+            endpoint,
+            req,
+            on_client.is_some(),
+            route.timeout,
+            cx.started,
+        )
+        .await
+        {
+            Ok((resp, lease, took)) => {
                 meta.upstream_time = Some(took);
                 passive_success(pool, endpoint, resp.status(), cx);
-                return Ok((respond(resp, on_client.take(), route, cx), Some(in_flight)));
+                let resp = respond(resp, lease, on_client.take(), route, cx);
+                return Ok((resp, Some(in_flight)));
             }
             Err(e) => {
                 drop(in_flight);
@@ -144,6 +154,7 @@ async fn body_source(
 /// a 101 to a WebSocket request starts the tunnel.
 fn respond(
     mut resp: Response<Incoming>,
+    lease: Option<Lease>,
     on_client: Option<OnUpgrade>,
     route: &Route,
     cx: &Ctx<'_>,
@@ -166,13 +177,13 @@ fn respond(
             snap.server.tunnel_idle_timeout,
             snap.metrics.clone(),
         ));
-        return Response::from_parts(rp, ProxyBody::upstream(rb, None));
+        return Response::from_parts(rp, ProxyBody::upstream(rb, None, None));
     }
     for (k, v) in &route.add_response_headers {
         rp.headers.append(k, v.clone());
     }
     let deadline = route.timeout.map(|t| cx.started + t);
-    Response::from_parts(rp, ProxyBody::upstream(rb, deadline))
+    Response::from_parts(rp, ProxyBody::upstream(rb, lease, deadline))
 }
 
 /// Account for a failed attempt and decide whether another may follow (the retry
@@ -322,20 +333,31 @@ fn build(
     (req, give_back)
 }
 
-/// Send and wait for the response head within the pool's read timeout (and the route's total).
+/// Send and wait for the response head within the pool's read timeout (and the route's
+/// total). Plain HTTP/1.1 goes over the server's own connections, driven by this task;
+/// TLS, HTTP/2 and upgrades (which need hyper's upgrade hand-off) use the pool's client.
 async fn send(
     pool: &Pool,
+    endpoint: &Endpoint,
     req: Request<RequestBody>,
+    upgrade: bool,
     total: Option<Duration>,
     started: Instant,
-) -> Result<(Response<Incoming>, Duration), ProxyError> {
+) -> Result<(Response<Incoming>, Option<Lease>, Duration), ProxyError> {
     let sent = Instant::now();
     let head = sent + pool.read_timeout();
     let deadline = total.map_or(head, |t| head.min(started + t));
+    if pool.plain_h1() && !upgrade {
+        return match tokio::time::timeout_at(deadline, endpoint.conns.send(req)).await {
+            Err(_) => Err(ProxyError::Timeout),
+            Ok(Err(e)) => Err(ProxyError::from_send(e)),
+            Ok(Ok((r, lease))) => Ok((r, Some(lease), sent.elapsed())),
+        };
+    }
     match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
         Err(_) => Err(ProxyError::Timeout),
         Ok(Err(e)) => Err(ProxyError::from_client(e)),
-        Ok(Ok(r)) => Ok((r, sent.elapsed())),
+        Ok(Ok(r)) => Ok((r, None, sent.elapsed())),
     }
 }
 

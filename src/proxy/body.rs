@@ -24,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 use super::error::BodyError;
 use crate::access::{AccessLog, AccessRecord};
 use crate::metrics::AtomicHistogram;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Lease};
 
 /// Client request body on its way upstream.
 #[derive(Debug)]
@@ -199,6 +199,8 @@ enum Source {
 #[derive(Debug)]
 pub struct ProxyBody {
     source: Source,
+    /// The upstream connection this body is read from, when this task drives it.
+    lease: Option<Lease>,
     deadline: Option<Pin<Box<Sleep>>>,
     bytes: u64,
     finish: Option<Finish>,
@@ -209,15 +211,18 @@ impl ProxyBody {
     pub fn fixed(b: impl Into<Bytes>) -> Self {
         ProxyBody {
             source: Source::Fixed(Some(b.into())),
+            lease: None,
             deadline: None,
             bytes: 0,
             finish: None,
         }
     }
 
-    pub fn upstream(b: Incoming, deadline: Option<Instant>) -> Self {
+    /// The upstream's body; `lease` is the connection it arrives on, if this task drives it.
+    pub fn upstream(b: Incoming, lease: Option<Lease>, deadline: Option<Instant>) -> Self {
         ProxyBody {
             source: Source::Upstream(b),
+            lease,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             bytes: 0,
             finish: None,
@@ -237,6 +242,12 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // A body never polled because it was empty (HEAD, 204, 304) still ended cleanly.
+        if let (Some(lease), Source::Upstream(inc)) = (self.lease.take(), &self.source)
+            && inc.is_end_stream()
+        {
+            lease.release();
+        }
         self.done();
     }
 }
@@ -259,11 +270,26 @@ impl Body for ProxyBody {
         }
         let res = match &mut this.source {
             Source::Fixed(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inc) => Pin::new(inc).poll_frame(cx).map_err(BodyError::Upstream),
+            Source::Upstream(inc) => {
+                if let Some(l) = this.lease.as_mut() {
+                    l.drive(cx);
+                }
+                Pin::new(inc).poll_frame(cx).map_err(BodyError::Upstream)
+            }
         };
         match &res {
             Poll::Ready(Some(Ok(f))) => this.bytes += f.data_ref().map_or(0, |d| d.len() as u64),
-            Poll::Ready(_) => this.done(),
+            Poll::Ready(None) => {
+                if let Some(mut l) = this.lease.take() {
+                    l.drive(cx);
+                    l.release();
+                }
+                this.done();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.lease = None;
+                this.done();
+            }
             Poll::Pending => {}
         }
         res

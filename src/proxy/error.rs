@@ -3,6 +3,10 @@
 
 use http::StatusCode;
 
+use crate::upstream::SendError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who caused a failure (pingora's `ErrorSource`): decides log level and status class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {
@@ -26,11 +30,11 @@ pub enum ProxyError {
     #[error("client sent its request body too slowly")]
     ClientBodyTimeout,
     #[error("cannot connect to upstream")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] BoxError),
     #[error("upstream timed out")]
     Timeout,
     #[error("upstream connection failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] BoxError),
 }
 
 /// Errors raised inside the streaming bodies.
@@ -64,7 +68,22 @@ impl ProxyError {
     /// Classify a client error from hyper-util: a failed connect (refused, or timed out
     /// → 504), a body error of ours (the client's fault), or an upstream failure.
     pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        let connect = e.is_connect();
+        Self::classify(e.into(), connect)
+    }
+
+    /// Classify a failed send on a per-server HTTP/1.1 connection. A request that
+    /// never left counts as a connect failure (safe to send elsewhere).
+    pub fn from_send(e: SendError) -> Self {
+        match e {
+            SendError::Connect(io) => Self::classify(io.into(), true),
+            SendError::NotSent(h) => Self::classify(h.into(), true),
+            SendError::Failed(h) => Self::classify(h.into(), false),
+        }
+    }
+
+    fn classify(e: BoxError, connect: bool) -> Self {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
         let mut timed_out = false;
         while let Some(s) = src {
             if let Some(b) = s.downcast_ref::<BodyError>() {
@@ -81,7 +100,7 @@ impl ProxyError {
         }
         if timed_out {
             ProxyError::Timeout
-        } else if e.is_connect() {
+        } else if connect {
             ProxyError::Connect(e)
         } else {
             ProxyError::Upstream(e)

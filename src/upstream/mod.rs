@@ -8,6 +8,7 @@
 
 mod balance;
 mod budget;
+mod h1;
 mod stats;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::sync::Notify;
 
 pub use balance::{PickKey, PoolView, hash_of};
 pub use budget::RetryBudget;
+pub use h1::{H1Pool, Lease, SendError};
 pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
 
 use crate::config::PoolConfig;
@@ -83,6 +85,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// Counters and health, shared across config generations (keyed by pool + address).
     pub stats: Arc<EndpointStats>,
+    /// Idle plain HTTP/1.1 connections (unused by TLS and HTTP/2 pools).
+    pub conns: Arc<H1Pool>,
 }
 
 impl Endpoint {
@@ -94,7 +98,19 @@ impl Endpoint {
             authority,
             weight,
             stats,
+            conns: Arc::new(H1Pool::new(
+                addr,
+                0,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )),
         }
+    }
+
+    /// Use `conns` for this server's idle connections.
+    pub fn with_conns(mut self, conns: Arc<H1Pool>) -> Self {
+        self.conns = conns;
+        self
     }
 
     pub fn in_flight(&self) -> usize {
@@ -159,10 +175,28 @@ impl Pool {
         stats_for: &mut dyn FnMut(SocketAddr) -> Arc<EndpointStats>,
         previous: Option<&Pool>,
     ) -> Self {
+        // A server keeps its idle connections across a reload that leaves its pool's
+        // connection settings alone.
+        let conns_for = |addr: SocketAddr| {
+            let (keep, connect, idle) = (cfg.keepalive, cfg.connect_timeout, cfg.idle_timeout);
+            previous
+                .filter(|p| p.cfg.tls.is_none() && !p.cfg.upstream_h2)
+                .and_then(|p| p.endpoints.iter().find(|e| e.addr == addr))
+                .filter(|e| e.conns.same_settings(keep, connect, idle))
+                .map_or_else(
+                    || Arc::new(H1Pool::new(addr, keep, connect, idle)),
+                    |e| Arc::clone(&e.conns),
+                )
+        };
         let endpoints = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Endpoint::new(s.addr, s.weight, stats_for(s.addr))))
+            .map(|s| {
+                Arc::new(
+                    Endpoint::new(s.addr, s.weight, stats_for(s.addr))
+                        .with_conns(conns_for(s.addr)),
+                )
+            })
             .collect();
         // Reuse the previous generation's client (and its idle connections) when the
         // settings that shape it did not change.
@@ -194,6 +228,19 @@ impl Pool {
             next: AtomicUsize::new(0),
             freed: Arc::new(Notify::new()),
             queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether requests go through the per-server HTTP/1.1 connections
+    /// ([`H1Pool`]); TLS and HTTP/2 pools use the hyper-util client.
+    pub fn plain_h1(&self) -> bool {
+        self.cfg.tls.is_none() && !self.cfg.upstream_h2
+    }
+
+    /// Close expired and server-closed idle connections.
+    pub fn sweep(&self) {
+        for e in &self.endpoints {
+            e.conns.sweep();
         }
     }
 

@@ -1,0 +1,227 @@
+//! Plain HTTP/1.1 upstream connections, kept per server and driven by the request's
+//! own task.
+//!
+//! hyper's legacy `Client` spawns a task per connection and hands every request, every
+//! response and every body chunk across tasks, with a mutex-guarded pool keyed by a
+//! hashed authority. Here a connection is a `hyper::client::conn::http1` pair whose
+//! `Connection` half is polled inline: while the request waits for its head, and then by
+//! the response body as the client reads it. One downstream request is one task end to
+//! end, as in nginx's event loop or Pingora's connectors.
+//!
+//! Idle connections wait in a bounded lock-free queue per server. Nobody polls them
+//! while idle: a checkout first polls the connection once, so one the server closed
+//! is noticed and dropped before a request is written to it. A request that hyper
+//! hands back unsent (the connection turned out not to be ready) goes to the next
+//! connection; nothing that may have been written is ever re-sent here.
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::proxy::RequestBody;
+
+type Io = TokioIo<TcpStream>;
+
+/// One upstream connection: the request handle and the connection state machine.
+struct Conn {
+    tx: http1::SendRequest<RequestBody>,
+    drive: http1::Connection<Io, RequestBody>,
+}
+
+impl Conn {
+    /// Poll the connection once without a waker of interest. `false` if it has ended.
+    fn poke(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.drive).poll(&mut cx).is_pending()
+    }
+}
+
+/// Why a send failed, for the retry rule.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing reached the server: the connect failed or timed out.
+    Connect(std::io::Error),
+    /// Nothing reached the server: the HTTP/1 handshake failed on a fresh connection
+    /// (or hyper handed the request back unsent).
+    NotSent(hyper::Error),
+    /// The request may have been written.
+    Failed(hyper::Error),
+}
+
+/// Idle keep-alive connections to one server.
+pub struct H1Pool {
+    addr: SocketAddr,
+    idle: Option<ArrayQueue<(Conn, Instant)>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Pool")
+            .field("addr", &self.addr)
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl H1Pool {
+    /// Keeps at most `keepalive` idle connections (0: none), each for `idle_timeout`.
+    pub fn new(
+        addr: SocketAddr,
+        keepalive: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        H1Pool {
+            addr,
+            idle: (keepalive > 0).then(|| ArrayQueue::new(keepalive)),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// Whether this pool was built with these settings (so a reload can keep it).
+    pub fn same_settings(&self, keepalive: usize, connect: Duration, idle: Duration) -> bool {
+        self.idle.as_ref().map_or(0, |q| q.capacity()) == keepalive
+            && self.connect_timeout == connect
+            && self.idle_timeout == idle
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// A pooled connection ready for a request, dropping expired and closed ones.
+    fn checkout(&self) -> Option<Conn> {
+        let q = self.idle.as_ref()?;
+        while let Some((mut c, since)) = q.pop() {
+            if since.elapsed() < self.idle_timeout && c.poke() && c.tx.is_ready() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, mut c: Conn) {
+        let Some(q) = self.idle.as_ref() else { return };
+        if c.poke() && c.tx.is_ready() {
+            // A full queue drops (closes) the extra connection.
+            let _ = q.push((c, Instant::now()));
+        }
+    }
+
+    /// Close idle connections that expired or that the server closed.
+    pub fn sweep(&self) {
+        let Some(q) = self.idle.as_ref() else { return };
+        for _ in 0..q.len() {
+            let Some((mut c, since)) = q.pop() else { break };
+            if since.elapsed() < self.idle_timeout && c.poke() {
+                let _ = q.push((c, since));
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(SendError::Connect(e)),
+                Err(_) => {
+                    return Err(SendError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    )));
+                }
+            };
+        tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        let (tx, drive) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(SendError::NotSent)?;
+        Ok(Conn { tx, drive })
+    }
+
+    /// Send `req` on a pooled connection, or a new one, and wait for the response head.
+    /// The returned lease must travel with the response body, which drives it.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        loop {
+            let (mut conn, reused) = match self.checkout() {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
+            };
+            let mut fut = pin!(conn.tx.try_send_request(req));
+            let mut ended = false;
+            let res = poll_fn(|cx| {
+                if !ended && Pin::new(&mut conn.drive).poll(cx).is_ready() {
+                    ended = true;
+                }
+                fut.as_mut().poll(cx)
+            })
+            .await;
+            match res {
+                Ok(resp) => {
+                    let conn = (!ended).then_some(conn);
+                    let lease = Lease {
+                        conn,
+                        pool: Arc::clone(self),
+                    };
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Handed back unsent: a reused connection gets another try.
+                    Some(back) if reused => req = back,
+                    Some(_) => return Err(SendError::NotSent(e.into_error())),
+                    None => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// The connection a response body is read from; returned to the pool when the body
+/// ended cleanly, closed otherwise.
+pub struct Lease {
+    conn: Option<Conn>,
+    pool: Arc<H1Pool>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("open", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Let the connection read and deliver the body (call before polling the body).
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(c) = self.conn.as_mut()
+            && Pin::new(&mut c.drive).poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// The body ended cleanly: the connection may serve the next request.
+    pub fn release(mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.checkin(c);
+        }
+    }
+}
