@@ -138,7 +138,7 @@ async fn body_source(
     if replay.is_empty() && body.is_end_stream() {
         Ok(Source::Empty)
     } else if idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
-        keep(replay, body, cx.snap.server.body_timeout)
+        Box::pin(keep(replay, body, cx.snap.server.body_timeout))
             .await
             .map(Source::Kept)
             .map_err(|_| ProxyError::ClientBody)
@@ -354,7 +354,8 @@ async fn send(
             Ok(Ok((r, lease))) => Ok((r, Some(lease), sent.elapsed())),
         };
     }
-    match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
+    // Boxed: hyper-util's request future is large and this path is the rarer one.
+    match tokio::time::timeout_at(deadline, Box::pin(pool.client.request(req))).await {
         Err(_) => Err(ProxyError::Timeout),
         Ok(Err(e)) => Err(ProxyError::from_client(e)),
         Ok(Ok(r)) => Ok((r, None, sent.elapsed())),
@@ -379,6 +380,11 @@ async fn wait_pick(
     if !may_wait || pool.cfg.max_connections.is_none() || view.is_empty() {
         return None;
     }
+    Box::pin(queue(pool, find)).await
+}
+
+/// Wait in the pool's bounded queue for a server with room.
+async fn queue(pool: &Pool, find: impl Fn(&Pool) -> Option<usize>) -> Option<usize> {
     if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.cfg.queue_size {
         pool.queued.fetch_sub(1, Ordering::AcqRel);
         return None;

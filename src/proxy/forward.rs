@@ -149,7 +149,14 @@ fn request_id(
     {
         return v.clone();
     }
-    HeaderValue::from_maybe_shared(Bytes::from(format!("{:016x}", fastrand::u64(..))))
+    // 16 hex digits, without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u64(..);
+    let mut id = [0u8; 16];
+    for (i, d) in id.iter_mut().enumerate() {
+        *d = HEX[((n >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
         .expect("invariant: hex digits form a valid header value")
 }
 
@@ -226,9 +233,15 @@ async fn route(
     let decision = match (snap.routes.route(&view, 0), &kind) {
         (Decision::NeedBody(from), Some(kind)) => {
             let s = &snap.server;
-            let found = look::look(body, kind, s.param_body_limit, s.param_body_timeout)
-                .await
-                .map_err(|_| ProxyError::ClientBody)?;
+            // Boxed: a cold path, kept out of every request's future.
+            let found = Box::pin(look::look(
+                body,
+                kind,
+                s.param_body_limit,
+                s.param_body_timeout,
+            ))
+            .await
+            .map_err(|_| ProxyError::ClientBody)?;
             cx.bytes_in.fetch_add(found.bytes, Ordering::Relaxed);
             replay = found.frames;
             parsed = found.params;
@@ -281,6 +294,7 @@ fn prepare_headers(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_
         &mut parts.headers,
         &Peer {
             ip: cx.conn.peer.ip(),
+            ip_value: &cx.conn.peer_ip,
             scheme: cx.conn.scheme,
             trusted,
         },

@@ -34,12 +34,22 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
 /// Remove hop-by-hop fields, including every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
+        // The usual `keep-alive` / `close` / `upgrade` name nothing beyond the fixed
+        // list below; only other tokens cost a parse and an allocation.
+        let fixed = |t: &str| {
+            t.eq_ignore_ascii_case("close")
+                || hop_by_hop()
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        };
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !fixed(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
@@ -78,6 +88,8 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer<'a> {
     pub ip: IpAddr,
+    /// `ip`, canonical, as a header value (formatted once per connection).
+    pub ip_value: &'a HeaderValue,
     pub scheme: &'static str,
     pub trusted: &'a [IpNet],
 }
@@ -99,7 +111,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer<'_>) {
     let trusted = peer.is_trusted(peer_ip);
     let host = headers.get(header::HOST).cloned();
     if !trusted {
-        let ip = ip_value(peer_ip);
+        let ip = peer.ip_value.clone();
         headers.insert(&X_FORWARDED_FOR, ip.clone());
         headers.insert(&X_REAL_IP, ip);
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
@@ -146,7 +158,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer<'_>) {
 }
 
 /// One allocation: the formatted address becomes the value's shared buffer.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
         .expect("invariant: an IP address formats as a valid header value")
 }
@@ -202,7 +214,9 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("host", "erp.example.com"),
         ]);
+        let peer_value = ip_value([192, 0, 2, 9].into());
         let peer = Peer {
+            ip_value: &peer_value,
             ip: [192, 0, 2, 9].into(),
             scheme: "http",
             trusted: &[],
@@ -221,7 +235,9 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let trusted = ["10.0.0.0/8".parse().expect("valid test header")];
+        let peer_value = ip_value([10, 0, 0, 1].into());
         let peer = Peer {
+            ip_value: &peer_value,
             ip: [10, 0, 0, 1].into(),
             scheme: "http",
             trusted: &trusted,

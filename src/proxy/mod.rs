@@ -31,6 +31,11 @@ use crate::access::AccessLog;
 use crate::config::ServerSettings;
 use crate::state::SharedState;
 
+/// The boxed future of one request (see `serve_io`).
+type RequestFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<ProxyBody>, Infallible>> + Send>,
+>;
+
 /// Time between closing a listener and closing its idle connections, so a client that
 /// connected just before the close can still send its request.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -52,6 +57,19 @@ pub struct Conn {
     /// config entries, and to the `listener` route condition, by address).
     pub local: SocketAddr,
     pub scheme: &'static str,
+    /// The peer's address as a header value, formatted once per connection.
+    pub peer_ip: http::HeaderValue,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
+        Conn {
+            peer,
+            local,
+            scheme,
+            peer_ip: headers::ip_value(peer.ip().to_canonical()),
+        }
+    }
 }
 
 /// The connection builder: HTTP/1.1 with header and keep-alive timeouts and a bounded
@@ -89,10 +107,14 @@ async fn serve_io<S>(
             || tracing::debug_span!("request", method = %req.method(), path = %req.uri().path()),
         );
         let fut = async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) };
-        match span {
-            Some(span) => futures_util::future::Either::Left(fut.instrument(span)),
-            None => futures_util::future::Either::Right(fut),
-        }
+        // Boxed per request: hyper keeps a slot the size of the service future for every
+        // connection, busy or idle, and moves the future into it. A box makes that slot
+        // one pointer, and the request's state is freed as soon as its response is sent.
+        let fut: RequestFuture = match span {
+            Some(span) => Box::pin(fut.instrument(span)),
+            None => Box::pin(fut),
+        };
+        fut
     });
     let io = TokioIo::new(framing::Guarded::new(io, snap.server.max_header_bytes));
     let served = watcher.watch(
@@ -144,34 +166,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         tokio::spawn(
             async move {
                 match tls {
-                    None => {
-                        serve_io(
-                            stream,
-                            Conn {
-                                peer,
-                                local,
-                                scheme: "http",
-                            },
-                            shared,
-                            watcher,
-                        )
-                        .await
-                    }
+                    None => serve_io(stream, Conn::new(peer, local, "http"), shared, watcher).await,
                     Some(acceptor) => {
                         let wait = snap.server.header_timeout;
                         match tokio::time::timeout(wait, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                serve_io(
-                                    tls,
-                                    Conn {
-                                        peer,
-                                        local,
-                                        scheme: "https",
-                                    },
-                                    shared,
-                                    watcher,
-                                )
-                                .await
+                                serve_io(tls, Conn::new(peer, local, "https"), shared, watcher)
+                                    .await
                             }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),

@@ -162,7 +162,8 @@ impl H1Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(c) => (c, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is the rare path; keep it out of every request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let mut fut = pin!(conn.tx.try_send_request(req));
             let mut ended = false;
