@@ -468,3 +468,27 @@ fn passive_failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
         });
     }
 }
+
+/// Every request moves these futures and bodies several times (each `.await` moves the
+/// callee's state into the caller's), so their size is per-request work: a guard
+/// against a change that quietly doubles them. Bounds are about 1.5× today's sizes.
+#[cfg(test)]
+mod size_guard {
+    use std::mem::size_of;
+
+    fn output_size<F: FnOnce(A, B, C) -> R, A, B, C, R>(_: &F) -> usize {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn request_futures_and_bodies_stay_small() {
+        let handle = output_size(&super::super::forward::handle);
+        assert!(handle <= 6_500, "request future grew to {handle} bytes");
+        let body = size_of::<super::ProxyBody>();
+        assert!(body <= 256, "response body grew to {body} bytes");
+        let lease = size_of::<super::Lease>();
+        assert!(lease <= 16, "connection lease grew to {lease} bytes");
+        let resp = size_of::<http::Response<super::ProxyBody>>();
+        assert!(resp <= 384, "response grew to {resp} bytes");
+    }
+}

@@ -159,7 +159,7 @@ impl Body for RequestBody {
 /// Work left for when the response body ends: release the endpoint, log the request.
 #[derive(Debug)]
 pub struct Finish {
-    pub record: Option<AccessRecord>,
+    pub record: Option<Box<AccessRecord>>,
     pub log: Option<Arc<AccessLog>>,
     pub bytes_in: Arc<AtomicU64>,
     pub started: Instant,
@@ -184,7 +184,7 @@ impl Finish {
             rec.bytes_out = bytes_out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
             rec.total_time = self.started.elapsed();
-            log.submit(rec);
+            log.submit(*rec);
         }
     }
 }

@@ -58,23 +58,25 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         .get(snap.listener_index(conn.local))
         .map_or(&[][..], |l| &l.trusted_proxies[..]);
     let request_id = request_id(req.headers(), conn.peer, trusted);
-    let record = shared.access.as_ref().map(|_| AccessRecord {
-        time: SystemTime::now(),
-        client: conn.peer.ip().to_canonical(),
-        method: req.method().clone(),
-        target: req.uri().path_and_query().cloned(),
-        version: req.version(),
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        referer: req.headers().get(header::REFERER).cloned(),
-        user_agent: req.headers().get(header::USER_AGENT).cloned(),
-        request_id: request_id.clone(),
-        route: None,
-        pool: None,
-        server: None,
-        upstream_time: None,
-        total_time: Duration::ZERO,
+    let record = shared.access.as_ref().map(|_| {
+        Box::new(AccessRecord {
+            time: SystemTime::now(),
+            client: conn.peer.ip().to_canonical(),
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            version: req.version(),
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            request_id: request_id.clone(),
+            route: None,
+            pool: None,
+            server: None,
+            upstream_time: None,
+            total_time: Duration::ZERO,
+        })
     });
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let bytes_in = Arc::new(AtomicU64::new(0));

@@ -62,7 +62,7 @@ pub enum SendError {
 /// Idle keep-alive connections to one server.
 pub struct H1Pool {
     addr: SocketAddr,
-    idle: Option<ArrayQueue<(Conn, Instant)>>,
+    idle: Option<ArrayQueue<(Box<Conn>, Instant)>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -104,7 +104,7 @@ impl H1Pool {
     }
 
     /// A pooled connection ready for a request, dropping expired and closed ones.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let q = self.idle.as_ref()?;
         while let Some((mut c, since)) = q.pop() {
             if since.elapsed() < self.idle_timeout && c.poke() && c.tx.is_ready() {
@@ -114,7 +114,7 @@ impl H1Pool {
         None
     }
 
-    fn checkin(&self, mut c: Conn) {
+    fn checkin(&self, mut c: Box<Conn>) {
         let Some(q) = self.idle.as_ref() else { return };
         if c.poke() && c.tx.is_ready() {
             // A full queue drops (closes) the extra connection.
@@ -133,7 +133,7 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
         let tcp =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
                 Ok(Ok(s)) => s,
@@ -150,7 +150,7 @@ impl H1Pool {
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(SendError::NotSent)?;
-        Ok(Conn { tx, drive })
+        Ok(Box::new(Conn { tx, drive }))
     }
 
     /// Send `req` on a pooled connection, or a new one, and wait for the response head.
@@ -197,7 +197,8 @@ impl H1Pool {
 /// The connection a response body is read from; returned to the pool when the body
 /// ended cleanly, closed otherwise.
 pub struct Lease {
-    conn: Option<Conn>,
+    /// Boxed: the lease travels inside the response body, which moves several times.
+    conn: Option<Box<Conn>>,
     pool: Arc<H1Pool>,
 }
 
