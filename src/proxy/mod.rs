@@ -163,12 +163,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             .and_then(|l| l.tls.clone())
             .map(tokio_rustls::TlsAcceptor::from);
         let (shared, watcher) = (shared.clone(), graceful.watcher());
-        tokio::spawn(
-            async move {
-                match tls {
-                    None => serve_io(stream, Conn::new(peer, local, "http"), shared, watcher).await,
-                    Some(acceptor) => {
-                        let wait = snap.server.header_timeout;
+        let wait = snap.server.header_timeout;
+        // The TLS path is boxed so a plain connection's task is only as large as its
+        // own state: every open connection keeps its task's future allocated.
+        let served = async move {
+            match tls {
+                None => serve_io(stream, Conn::new(peer, local, "http"), shared, watcher).await,
+                Some(acceptor) => {
+                    Box::pin(async move {
                         match tokio::time::timeout(wait, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
                                 serve_io(tls, Conn::new(peer, local, "https"), shared, watcher)
@@ -177,11 +179,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
-                    }
+                    })
+                    .await
                 }
             }
-            .instrument(tracing::debug_span!("conn", %peer)),
-        );
+        };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tokio::spawn(served.instrument(tracing::debug_span!("conn", %peer)));
+        } else {
+            tokio::spawn(served);
+        }
     }
     drop(listener);
     let drain = shared.state.load().server.drain_timeout;
