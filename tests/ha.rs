@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Request;
@@ -537,4 +539,93 @@ async fn consecutive_5xx_eject_when_configured() {
         assert_eq!(get(&proxy.url("/x")).await.body, "b");
     }
     proxy.stop().await;
+}
+
+/// A backend that answers one request per connection (keep-alive framing, no
+/// `Connection: close`) and then closes the connection after `linger`, as a server
+/// whose keep-alive timeout is shorter than the proxy's does. Counts requests.
+async fn closing_backend(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and a Content-Length body.
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn writes_on_connections_the_server_closed_while_idle_are_sent_once() {
+    // The server closes every connection right after its answer, or shortly after.
+    // A write must never meet such a close (it cannot be sent again, and its outcome
+    // would be unknown), and a read that meets one is sent again on a new connection:
+    // every request is answered 200 and reaches the server exactly once.
+    for linger in [Duration::ZERO, Duration::from_millis(30)] {
+        let (addr, hits) = closing_backend(linger).await;
+        let proxy = Proxy::start(&format!(
+            "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\nkeepalive = 8\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+        ))
+        .await;
+        for i in 0..30 {
+            // Writes, and reads, which may use pooled connections.
+            let got = if i % 3 == 0 {
+                get(&proxy.url("/api/method/frappe.client.get_list")).await
+            } else {
+                post(
+                    &proxy.url("/api/method/frappe.client.insert"),
+                    "application/json",
+                    r#"{"doc":1}"#,
+                )
+                .await
+            };
+            assert_eq!(
+                got.status, 200,
+                "request {i} (linger {linger:?}): {}",
+                got.body
+            );
+            assert_eq!(got.body, "ok");
+            if i % 2 == 1 {
+                // Let the server's close arrive while the connection idles in the pool.
+                tokio::time::sleep(linger + Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            30,
+            "a request was sent twice or lost"
+        );
+        proxy.stop().await;
+    }
 }

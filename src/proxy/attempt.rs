@@ -78,25 +78,48 @@ pub(super) async fn exchange(
             }
             tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
         }
+        // A pooled keep-alive connection is used only by a request that may be sent
+        // again. A server can close an idle connection just as a request is written to
+        // it, and then nobody knows whether it was read: a write therefore always goes
+        // on a new connection, and an idempotent request that meets such a close is
+        // sent once more, on a new connection to the same server.
+        let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
+        let tls = pool.cfg.tls.is_some();
         let (req, give_back) = build(
             &mut parts,
-            may_retry,
+            may_retry || resendable,
             endpoint,
             &mut source,
-            pool.cfg.tls.is_some(),
+            tls,
             cx,
         );
         let in_flight = endpoint.acquire(&pool.freed);
-        match send(
+        let upgrade = on_client.is_some();
+        let mut sent = send(
             pool,
             endpoint,
             req,
-            on_client.is_some(),
+            upgrade,
+            resendable,
             route.timeout,
             cx.started,
         )
-        .await
-        {
+        .await;
+        if resendable && matches!(sent, Err(ProxyError::Stale(_))) {
+            tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
+            let (req, _) = build(&mut parts, may_retry, endpoint, &mut source, tls, cx);
+            sent = send(
+                pool,
+                endpoint,
+                req,
+                upgrade,
+                false,
+                route.timeout,
+                cx.started,
+            )
+            .await;
+        }
+        match sent {
             Ok((resp, lease, took)) => {
                 meta.upstream_time = Some(took);
                 passive_success(pool, endpoint, resp.status(), cx);
@@ -336,11 +359,13 @@ fn build(
 /// Send and wait for the response head within the pool's read timeout (and the route's
 /// total). Plain HTTP/1.1 goes over the server's own connections, driven by this task;
 /// TLS, HTTP/2 and upgrades (which need hyper's upgrade hand-off) use the pool's client.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     pool: &Pool,
     endpoint: &Endpoint,
     req: Request<RequestBody>,
     upgrade: bool,
+    reuse: bool,
     total: Option<Duration>,
     started: Instant,
 ) -> Result<(Response<Incoming>, Option<Lease>, Duration), ProxyError> {
@@ -348,7 +373,7 @@ async fn send(
     let head = sent + pool.read_timeout();
     let deadline = total.map_or(head, |t| head.min(started + t));
     if pool.plain_h1() && !upgrade {
-        return match tokio::time::timeout_at(deadline, endpoint.conns.send(req)).await {
+        return match tokio::time::timeout_at(deadline, endpoint.conns.send(req, reuse)).await {
             Err(_) => Err(ProxyError::Timeout),
             Ok(Err(e)) => Err(ProxyError::from_send(e)),
             Ok(Ok((r, lease))) => Ok((r, Some(lease), sent.elapsed())),

@@ -35,6 +35,9 @@ pub enum ProxyError {
     Timeout,
     #[error("upstream connection failed")]
     Upstream(#[source] BoxError),
+    /// A reused keep-alive connection ended before any answer (see `SendError::Stale`).
+    #[error("upstream closed a reused connection")]
+    Stale(#[source] BoxError),
 }
 
 /// Errors raised inside the streaming bodies.
@@ -59,9 +62,10 @@ impl ProxyError {
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout => Blame::Client,
             ProxyError::NoHealthy => Blame::Internal,
-            ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_) => {
-                Blame::Upstream
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Timeout
+            | ProxyError::Upstream(_)
+            | ProxyError::Stale(_) => Blame::Upstream,
         }
     }
 
@@ -79,6 +83,7 @@ impl ProxyError {
             SendError::Connect(io) => Self::classify(io.into(), true),
             SendError::NotSent(h) => Self::classify(h.into(), true),
             SendError::Failed(h) => Self::classify(h.into(), false),
+            SendError::Stale(h) => ProxyError::Stale(h.into()),
         }
     }
 
@@ -117,7 +122,9 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody => StatusCode::BAD_REQUEST,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Stale(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }

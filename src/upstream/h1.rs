@@ -57,6 +57,9 @@ pub enum SendError {
     NotSent(hyper::Error),
     /// The request may have been written.
     Failed(hyper::Error),
+    /// A reused connection ended before any answer: most likely the server closed it
+    /// while idle and the request was never read, but that cannot be known.
+    Stale(hyper::Error),
 }
 
 /// Idle keep-alive connections to one server.
@@ -153,14 +156,16 @@ impl H1Pool {
         Ok(Box::new(Conn { tx, drive }))
     }
 
-    /// Send `req` on a pooled connection, or a new one, and wait for the response head.
-    /// The returned lease must travel with the response body, which drives it.
+    /// Send `req` and wait for the response head: on a pooled connection when `reuse`,
+    /// otherwise (and when none is idle) on a new one. The returned lease must travel
+    /// with the response body, which drives it.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
+        reuse: bool,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
-            let (mut conn, reused) = match self.checkout() {
+            let (mut conn, reused) = match reuse.then(|| self.checkout()).flatten() {
                 Some(c) => (c, true),
                 // Boxed: connecting is the rare path; keep it out of every request's future.
                 None => (Box::pin(self.connect()).await?, false),
@@ -187,11 +192,36 @@ impl H1Pool {
                     // Handed back unsent: a reused connection gets another try.
                     Some(back) if reused => req = back,
                     Some(_) => return Err(SendError::NotSent(e.into_error())),
+                    None if reused && closed_early(e.error()) => {
+                        return Err(SendError::Stale(e.into_error()));
+                    }
                     None => return Err(SendError::Failed(e.into_error())),
                 },
             }
         }
     }
+}
+
+/// Whether a send failed because the connection ended (closed or reset) before an
+/// answer began, rather than by a timeout or a bad answer.
+fn closed_early(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// The connection a response body is read from; returned to the pool when the body
