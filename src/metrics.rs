@@ -151,6 +151,9 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub config_generation: Gauge,
     pub tunnels_open: Gauge,
+    /// Client connections open, and those of them parked between requests.
+    pub connections_open: Gauge,
+    pub connections_parked: Gauge,
     pub tunnel_bytes_up: Counter,
     pub tunnel_bytes_down: Counter,
 }
@@ -176,6 +179,8 @@ impl Metrics {
             reload_failures: Counter::default(),
             config_generation: Gauge::default(),
             tunnels_open: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_parked: Gauge::default(),
             tunnel_bytes_up: Counter::default(),
             tunnel_bytes_down: Counter::default(),
             registry: Registry::default(),
@@ -234,6 +239,16 @@ impl Metrics {
             "tunnels_open",
             "WebSocket tunnels open",
             m.tunnels_open.clone(),
+        );
+        registry.register(
+            "client_connections_open",
+            "Client connections open",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "client_connections_parked",
+            "Client connections idle between requests, holding no HTTP state or buffers",
+            m.connections_parked.clone(),
         );
         registry.register(
             "tunnel_bytes_client_to_upstream",

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub prepared: Arc<Prepared>,
     /// How client connections are served (header limits and timeouts of `[server]`).
     pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    /// HTTP/1.1 rounds of a connection.
+    pub h1: Arc<hyper::server::conn::http1::Builder>,
     /// Bearer token for admin changes.
     pub admin_token: Option<Arc<str>>,
 }
@@ -113,6 +115,7 @@ impl Snapshot {
             metrics,
             prepared,
             builder: Arc::new(crate::proxy::builder(&config.server)),
+            h1: Arc::new(crate::proxy::h1_builder(&config.server)),
             admin_token: config.admin.token.as_deref().map(Arc::from),
         }
     }
@@ -129,6 +132,7 @@ impl Snapshot {
             metrics: self.metrics.clone(),
             prepared: self.prepared.clone(),
             builder: self.builder.clone(),
+            h1: self.h1.clone(),
             admin_token: self.admin_token.clone(),
         }
     }

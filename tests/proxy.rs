@@ -454,3 +454,94 @@ async fn head_gets_headers_and_no_body() {
     assert_eq!(b.seen.lock().unwrap()[0].method, "HEAD");
     proxy.stop().await;
 }
+
+/// Read one response (Content-Length framed) from a keep-alive connection.
+async fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let status = text[9..12].parse().unwrap();
+                let body = text[end + 4..end + 4 + len].to_owned();
+                return (status, body);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_park_and_keep_serving() {
+    // A keep-alive connection idle between requests parks: its hyper connection and
+    // buffers are freed. It must then serve its next request, and pipelined ones, as
+    // if nothing happened.
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    let metric = |name: &'static str, want: u64| {
+        let url = proxy.admin_url("/metrics");
+        async move {
+            get(&url)
+                .await
+                .body
+                .lines()
+                .any(|l| l == format!("switchyard_{name} {want}"))
+        }
+    };
+    let mut s = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    eventually("the idle connection parks", || {
+        metric("client_connections_parked", 1)
+    })
+    .await;
+    // The parked connection serves its next request, then pipelined ones.
+    s.write_all(req).await.unwrap();
+    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    assert_eq!(b.last().target, "/c");
+    eventually("parked again", || metric("client_connections_parked", 1)).await;
+    assert!(metric("client_connections_open", 1).await);
+    // A POST with a body on the parked connection arrives whole.
+    s.write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut s).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("5 "), "{body}");
+    drop(s);
+    eventually("closed connections are counted out", || {
+        metric("client_connections_open", 0)
+    })
+    .await;
+    assert!(metric("client_connections_parked", 0).await);
+    proxy.stop().await;
+}

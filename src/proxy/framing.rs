@@ -22,6 +22,10 @@ const REFUSE: &[u8] = b"\0\r\n\r\n";
 /// Longest chunk-size or trailer line we follow before handing over to hyper.
 const MAX_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a connection may idle between requests before it parks (its hyper
+/// connection ends and frees its buffers). Parking at once would rebuild hyper's
+/// connection state for every request of a busy keep-alive connection.
+pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -57,6 +61,11 @@ impl Framer {
     /// Whether all further bytes go through unexamined.
     pub fn is_pass(&self) -> bool {
         self.state == State::Pass
+    }
+
+    /// Between requests: nothing of a next head seen yet.
+    fn at_boundary(&self) -> bool {
+        self.state == State::Head && self.released == 0
     }
 
     /// Process as much of `input` as possible.
@@ -199,6 +208,16 @@ fn move_n(input: &mut BytesMut, output: &mut BytesMut, n: usize) -> bool {
 }
 
 /// The client connection with a [`Framer`] on its read side; writes pass through.
+/// How the next stretch of a connection is served (see [`Guarded::next_round`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// HTTP/1.1 requests, until the connection goes idle between two of them.
+    H1,
+    /// Everything else (HTTP/2 preface, an upgrade or CONNECT, a head hyper must
+    /// judge): served by the full connection builder until the connection ends.
+    Full,
+}
+
 #[derive(Debug)]
 pub struct Guarded<S> {
     inner: S,
@@ -206,6 +225,18 @@ pub struct Guarded<S> {
     input: BytesMut,
     output: BytesMut,
     eof: bool,
+    /// In an HTTP/1.1 round: report end of input to hyper when the connection goes
+    /// idle between requests, so hyper's connection ends and its buffers are freed.
+    park: bool,
+    /// Set when `park` ended a round.
+    parked: bool,
+    /// The last write or flush could not finish: hyper still holds output, so the
+    /// round must not end yet (its buffer would be lost with it).
+    write_blocked: bool,
+    /// Runs while the connection idles between requests in a round; parks it when
+    /// it fires. Kept (and reset) while a round lasts.
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_armed: bool,
 }
 
 impl<S> Guarded<S> {
@@ -216,6 +247,86 @@ impl<S> Guarded<S> {
             input: BytesMut::new(),
             output: BytesMut::new(),
             eof: false,
+            park: false,
+            parked: false,
+            write_blocked: false,
+            idle_timer: None,
+            idle_armed: false,
+        }
+    }
+
+    /// Start a round: with `park`, idleness between requests ends it.
+    pub fn set_park(&mut self, park: bool) {
+        self.park = park;
+        self.parked = false;
+        self.idle_armed = false;
+        if !park {
+            self.idle_timer = None;
+        }
+    }
+
+    /// Whether the last round ended because the connection went idle (not closed).
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Bytes hyper read but did not use go back in front of the stream.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let mut front = BytesMut::with_capacity(bytes.len() + self.output.len());
+            front.extend_from_slice(bytes);
+            front.extend_from_slice(&self.output);
+            self.output = front;
+        }
+    }
+
+    /// What the buffered bytes call for, if enough has arrived to tell.
+    fn round(&self) -> Option<Round> {
+        if self.output.is_empty() && self.input.is_empty() {
+            return None;
+        }
+        let start = if self.output.is_empty() {
+            &self.input[..]
+        } else {
+            &self.output[..]
+        };
+        if start.starts_with(b"PRI ") || self.framer.is_pass() {
+            return Some(Round::Full);
+        }
+        // A head still incomplete: wait for the rest (under the caller's deadline).
+        if self.framer.state == State::Head && self.framer.released > 0 {
+            return None;
+        }
+        Some(Round::H1)
+    }
+}
+
+impl<S: AsyncRead + Unpin> Guarded<S> {
+    /// Wait, holding no buffer, until a whole request head (or something hyper must
+    /// judge) has arrived, and say how to serve it. `None` when the client closed.
+    pub fn poll_next_round(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Round>>> {
+        loop {
+            if let Some(r) = self.round() {
+                return Poll::Ready(Ok(Some(r)));
+            }
+            if self.eof {
+                let rest = !self.output.is_empty() || !self.input.is_empty();
+                return Poll::Ready(Ok(rest.then_some(Round::H1)));
+            }
+            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut storage);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                self.eof = true;
+                let rest = self.input.split();
+                self.output.extend_from_slice(&rest);
+                continue;
+            }
+            self.input.extend_from_slice(rb.filled());
+            self.framer.feed(&mut self.input, &mut self.output);
+            if self.input.is_empty() {
+                self.input = BytesMut::new();
+            }
         }
     }
 }
@@ -244,7 +355,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             // buffer kept while the connection idles); only unconsumed bytes are kept.
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut rb = ReadBuf::uninit(&mut storage);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            let idle = this.park
+                && !this.write_blocked
+                && this.input.is_empty()
+                && this.framer.at_boundary();
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                // Idle between requests: hyper sees the end of input and its connection
+                // ends cleanly, freeing its buffers; the socket stays open, parked.
+                Poll::Pending if idle => {
+                    let deadline = tokio::time::Instant::now() + PARK_AFTER;
+                    let timer = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if !this.idle_armed {
+                        timer.as_mut().reset(deadline);
+                        this.idle_armed = true;
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                    this.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => {
+                    this.idle_armed = false;
+                    r?
+                }
+            }
             if rb.filled().is_empty() {
                 // EOF: whatever is held goes to hyper as it is.
                 this.eof = true;
@@ -261,26 +397,45 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
+impl<S> Guarded<S> {
+    /// Note whether a write finished; when a blocked one finishes, poll again so an
+    /// idle connection can park.
+    fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<T>) -> Poll<T> {
+        let blocked = r.is_pending();
+        if self.write_blocked && !blocked && self.park {
+            cx.waker().wake_by_ref();
+        }
+        self.write_blocked = blocked;
+        r
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track(cx, r)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.track(cx, r)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)

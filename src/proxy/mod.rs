@@ -19,7 +19,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -72,8 +71,21 @@ impl Conn {
     }
 }
 
-/// The connection builder: HTTP/1.1 with header and keep-alive timeouts and a bounded
-/// header section, or HTTP/2 with prior knowledge.
+/// The HTTP/1.1 builder of a connection's rounds (see `serve_io`): the head timeout
+/// and bound of `[server]`, and half-close allowed, so hyper never reads ahead while a
+/// request is in flight (the end of input it sees between requests is the guard's).
+pub fn h1_builder(s: &ServerSettings) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(s.header_timeout)
+        .max_buf_size(s.max_header_bytes)
+        .keep_alive(true)
+        .half_close(true);
+    b
+}
+
+/// The full connection builder: HTTP/1.1 with header and keep-alive timeouts and a
+/// bounded header section, or HTTP/2 with prior knowledge.
 pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -87,16 +99,20 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serve HTTP/1.1 (with upgrades) or HTTP/2 on one client connection, plain or TLS.
-async fn serve_io<S>(
-    io: S,
-    conn: Conn,
-    shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
+/// Serve one client connection, plain or TLS, in rounds.
+///
+/// Between requests a connection is *parked*: only the socket and a small future,
+/// no hyper connection and no buffers, until the next request head has arrived whole.
+/// Then an HTTP/1.1 round serves requests until the connection goes idle again (the
+/// framing guard reports end of input to hyper at that point, hyper's connection ends
+/// cleanly and hands the socket back). An HTTP/2 preface, an upgrade or anything odd
+/// gets a full round instead: hyper-util's auto builder, until the connection closes.
+async fn serve_io<S>(io: S, conn: Conn, shared: Arc<Shared>, mut drain: watch::Receiver<bool>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let snap = shared.state.load();
+    let state = shared.state.clone();
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -108,22 +124,116 @@ async fn serve_io<S>(
         );
         let fut = async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) };
         // Boxed per request: hyper keeps a slot the size of the service future for every
-        // connection, busy or idle, and moves the future into it. A box makes that slot
-        // one pointer, and the request's state is freed as soon as its response is sent.
+        // connection and moves the future into it. A box makes that slot one pointer,
+        // and the request's state is freed as soon as its response is sent.
         let fut: RequestFuture = match span {
             Some(span) => Box::pin(fut.instrument(span)),
             None => Box::pin(fut),
         };
         fut
     });
-    let io = TokioIo::new(framing::Guarded::new(io, snap.server.max_header_bytes));
-    let served = watcher.watch(
-        snap.builder
-            .serve_connection_with_upgrades(io, svc)
-            .into_owned(),
-    );
-    if let Err(e) = served.await {
-        tracing::debug!(error = %e, "connection ended with error");
+    let mut io = framing::Guarded::new(io, snap.server.max_header_bytes);
+    let idle = snap.server.header_timeout;
+    let _open = GaugeGuard::new(&snap.metrics.connections_open);
+    let parked_gauge = snap.metrics.connections_parked.clone();
+    drop(snap);
+    // Held while the connection is parked (between rounds).
+    let mut _parked: Option<GaugeGuard> = None;
+    loop {
+        let next = std::future::poll_fn(|cx| io.poll_next_round(cx));
+        let round = tokio::select! {
+            r = tokio::time::timeout(idle, next) => r,
+            // Draining: a parked connection has no request in flight; close it.
+            _ = drain.wait_for(|d| *d) => return,
+        };
+        _parked = None;
+        let round = match round {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+        };
+        let snap = state.load();
+        let drain = &mut drain;
+        // Each round is boxed: its hyper connection lives on the heap only while the
+        // round runs, and a parked connection's task stays small.
+        if round == framing::Round::Full {
+            io.set_park(false);
+            let svc = svc.clone();
+            return Box::pin(async move {
+                let c = snap
+                    .builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
+                tokio::pin!(c);
+                let mut draining = false;
+                loop {
+                    tokio::select! {
+                        r = c.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection ended with error");
+                            }
+                            return;
+                        }
+                        _ = drain.wait_for(|d| *d), if !draining => {
+                            draining = true;
+                            c.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        io.set_park(true);
+        let svc = svc.clone();
+        let back = Box::pin(async move {
+            let mut c = snap.h1.serve_connection(TokioIo::new(io), svc);
+            drop(snap);
+            let mut draining = false;
+            let ended = loop {
+                tokio::select! {
+                    r = std::future::poll_fn(|cx| c.poll_without_shutdown(cx)) => break r,
+                    _ = drain.wait_for(|d| *d), if !draining => {
+                        draining = true;
+                        std::pin::Pin::new(&mut c).graceful_shutdown();
+                    }
+                }
+            };
+            let parts = c.into_parts();
+            let mut io = parts.io.into_inner();
+            if let Err(e) = &ended {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+            if ended.is_err() || draining || !io.parked() {
+                // Closed by either side, or failed: hyper did not shut the socket down.
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                return None;
+            }
+            io.unread(&parts.read_buf);
+            io.set_park(false);
+            Some(io)
+        })
+        .await;
+        match back {
+            Some(back) => {
+                io = back;
+                _parked = Some(GaugeGuard::new(&parked_gauge));
+            }
+            None => return,
+        }
+    }
+}
+
+/// Counts one in a gauge while it lives.
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl GaugeGuard {
+    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -138,7 +248,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             return;
         }
     };
-    let graceful = GracefulShutdown::new();
+    // Connections watch `drain`; each holds a clone of `live` until it ends.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let live = Arc::new(());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -162,19 +274,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             .get(snap.listener_index(local))
             .and_then(|l| l.tls.clone())
             .map(tokio_rustls::TlsAcceptor::from);
-        let (shared, watcher) = (shared.clone(), graceful.watcher());
+        let (shared, drain, live) = (shared.clone(), drain_rx.clone(), live.clone());
         let wait = snap.server.header_timeout;
         // The TLS path is boxed so a plain connection's task is only as large as its
         // own state: every open connection keeps its task's future allocated.
         let served = async move {
+            let _live = live;
             match tls {
-                None => serve_io(stream, Conn::new(peer, local, "http"), shared, watcher).await,
+                None => serve_io(stream, Conn::new(peer, local, "http"), shared, drain).await,
                 Some(acceptor) => {
                     Box::pin(async move {
                         match tokio::time::timeout(wait, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                serve_io(tls, Conn::new(peer, local, "https"), shared, watcher)
-                                    .await
+                                serve_io(tls, Conn::new(peer, local, "https"), shared, drain).await
                             }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -195,10 +307,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     // A connection accepted just now may not have sent its request yet, and a
     // graceful shutdown closes such connections at once. Give them a moment first.
     tokio::time::sleep(SETTLE.min(drain)).await;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(?drain, listener = %local, "drain deadline passed; closing remaining connections");
+    let _ = drain_tx.send(true);
+    // Parked connections close at once; busy ones finish their request first.
+    let deadline = tokio::time::Instant::now() + drain;
+    while Arc::strong_count(&live) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(?drain, listener = %local, "drain deadline passed; closing remaining connections");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
