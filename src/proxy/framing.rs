@@ -8,6 +8,11 @@
 //! `400 Bad Request` and closes, so the request never reaches a route. Anything else
 //! unusual (h2 preface, upgrades, parse errors) switches the guard to pass-through and
 //! hyper decides.
+//!
+//! The guard also parks idle connections (see `proxy::serve_io`): it tells whether a
+//! whole head is waiting and how to serve it ([`Round`]), and in an HTTP/1.1 round it
+//! reports end of input to hyper once the connection has idled between requests for
+//! [`PARK_AFTER`] with nothing left to flush, which ends hyper's connection cleanly.
 
 use std::io;
 use std::pin::Pin;

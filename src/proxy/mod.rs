@@ -1,6 +1,8 @@
-//! The downstream side: accept loops, one per listener, serving HTTP/1.1 and h2c
-//! (prior knowledge) through hyper-util's auto builder, with graceful drain. Each
-//! request goes to [`forward::handle`].
+//! The downstream side: accept loops, one per listener, and each client connection in
+//! rounds (`serve_io`): HTTP/1.1 rounds on hyper's HTTP/1 server that end when the
+//! connection idles, with the connection parked in between, or one full round on
+//! hyper-util's auto builder for h2 (TLS or prior knowledge) and upgrades. Graceful
+//! drain on shutdown. Each request goes to [`forward::handle`].
 
 mod attempt;
 mod body;

@@ -33,6 +33,10 @@ use crate::proxy::RequestBody;
 
 type Io = TokioIo<TcpStream>;
 
+/// Largest read buffer of an upstream connection (hyper's default is about 400 KiB).
+/// It also bounds an upstream response head, like nginx's `proxy_buffer_size` (4-8 KiB).
+const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 /// One upstream connection: the request handle and the connection state machine.
 struct Conn {
     tx: http1::SendRequest<RequestBody>,
@@ -149,7 +153,10 @@ impl H1Pool {
                 }
             };
         tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        // A pooled connection keeps its read buffer at the largest size it grew to;
+        // bounded here so idle connections that once carried a large body stay small.
         let (tx, drive) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUF)
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(SendError::NotSent)?;
