@@ -340,13 +340,6 @@ fn exited(pid: u32) -> bool {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn signal(pid: u32, sig: &str) {
     assert!(
         Command::new("kill")

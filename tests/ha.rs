@@ -545,7 +545,7 @@ async fn consecutive_5xx_eject_when_configured() {
 /// `Connection: close`) and then closes the connection after `linger`, as a server
 /// whose keep-alive timeout is shorter than the proxy's does. Counts requests.
 async fn closing_backend(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -554,26 +554,8 @@ async fn closing_backend(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicU
         while let Ok((mut s, _)) = listener.accept().await {
             let counted = counted.clone();
             tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Read the head and a Content-Length body.
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
+                if read_message(&mut s, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
                 let _ = s

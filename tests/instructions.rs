@@ -31,13 +31,6 @@ fn valgrind_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Total instructions of one proxy run under callgrind that serves `n` keep-alive GETs.
 async fn run(backend: SocketAddr, n: usize, tag: &str) -> u64 {
     let listen = free_port();

@@ -455,39 +455,17 @@ async fn head_gets_headers_and_no_body() {
     proxy.stop().await;
 }
 
-/// Read one response (Content-Length framed) from a keep-alive connection.
-async fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("response in time")
-            .expect("read");
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                let status = text[9..12].parse().unwrap();
-                let body = text[end + 4..end + 4 + len].to_owned();
-                return (status, body);
-            }
-        }
-    }
+/// The status and body of the next response on a keep-alive connection.
+async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, String) {
+    let (head, body) = read_message(s, pending)
+        .await
+        .expect("a response before the connection closed");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -512,21 +490,34 @@ async fn idle_keep_alive_connections_park_and_keep_serving() {
         }
     };
     let mut s = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let mut pending = Vec::new();
     let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     s.write_all(req).await.unwrap();
-    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    assert_eq!(
+        read_response(&mut s, &mut pending).await,
+        (200, "b".to_owned())
+    );
     eventually("the idle connection parks", || {
         metric("client_connections_parked", 1)
     })
     .await;
     // The parked connection serves its next request, then pipelined ones.
     s.write_all(req).await.unwrap();
-    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    assert_eq!(
+        read_response(&mut s, &mut pending).await,
+        (200, "b".to_owned())
+    );
     s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
-    assert_eq!(read_response(&mut s).await, (200, "b".to_owned()));
+    assert_eq!(
+        read_response(&mut s, &mut pending).await,
+        (200, "b".to_owned())
+    );
+    assert_eq!(
+        read_response(&mut s, &mut pending).await,
+        (200, "b".to_owned())
+    );
     assert_eq!(b.last().target, "/c");
     eventually("parked again", || metric("client_connections_parked", 1)).await;
     assert!(metric("client_connections_open", 1).await);
@@ -534,7 +525,7 @@ async fn idle_keep_alive_connections_park_and_keep_serving() {
     s.write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         .await
         .unwrap();
-    let (status, body) = read_response(&mut s).await;
+    let (status, body) = read_response(&mut s, &mut pending).await;
     assert_eq!(status, 200);
     assert!(body.starts_with("5 "), "{body}");
     drop(s);

@@ -530,3 +530,46 @@ impl Load {
         )
     }
 }
+
+/// A free 127.0.0.1 port (bound and released; for configs that need the address up front).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Read one `Content-Length`-framed HTTP/1 message from `s` within `WAIT`: its head
+/// (start line and fields) and body. Bytes read past it stay in `pending` for the next
+/// call (pipelining). `None` if the connection closes or errs first.
+pub async fn read_message(
+    s: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let len = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let body = pending[end + 4..end + 4 + len].to_vec();
+                pending.drain(..end + 4 + len);
+                return Some((head, body));
+            }
+        }
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
