@@ -58,7 +58,26 @@ def status_kib(pids, field):
     return total
 
 
-def setup(work, maxconn):
+# The request-header work switchyard always does (and a Frappe deployment's proxy must:
+# see frappe-nginx.md), given to nginx and HAProxy too so all three do the same work per
+# request. `--bare` leaves it out of nginx and HAProxy (switchyard cannot turn it off).
+NGINX_HEADERS = (
+    "proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr; "
+    "proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; "
+    "proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Request-Id $request_id; "
+    "add_header X-Request-Id $request_id;"
+)
+HAPROXY_HEADERS = """  unique-id-format %{+X}o%[rand,hex]%[rand,hex]
+  http-request set-header X-Forwarded-For %[src]
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Request-Id %[unique-id]
+  http-response set-header X-Request-Id %[unique-id]
+"""
+
+
+def setup(work, maxconn, bare=False):
     body = "x" * 1024
     os.chmod(work, 0o755)
     with open(os.path.join(work, "big"), "wb") as f:
@@ -77,7 +96,7 @@ events {{ worker_connections 20000; }}
 http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   upstream app {{ server 127.0.0.1:{PORTS['backend']}; keepalive 64; }}
   server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
-    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; {'' if bare else NGINX_HEADERS} }} }} }}
 """)
     open(f"{work}/haproxy.cfg", "w").write(f"""global
   nbthread 1
@@ -92,7 +111,7 @@ defaults
 frontend fe
   bind 127.0.0.1:{PORTS['haproxy']}
   default_backend be
-backend be
+{'' if bare else HAPROXY_HEADERS}backend be
   server s1 127.0.0.1:{PORTS['backend']}
 """)
     open(f"{work}/sy.toml", "w").write(f"""[[listeners]]
@@ -196,6 +215,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rate", type=int, default=5000, help="fixed-rate scenario, requests/s")
     ap.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections")
+    ap.add_argument("--bare", action="store_true", help="nginx and HAProxy without the forwarded/request-id headers switchyard sets")
     a = ap.parse_args()
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
@@ -210,7 +230,7 @@ def main():
         print(f"open-file limit {want}: the idle-connection scenario uses {a.idle} connections", flush=True)
     sh(f"cd {ROOT} && cargo build --release -q")
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
-    setup(work, a.idle + 500)
+    setup(work, a.idle + 500, a.bare)
     results = {}
     procs, pids = {}, {}
     def add(scn, name, metric, v):
