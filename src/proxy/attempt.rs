@@ -95,30 +95,25 @@ pub(super) async fn exchange(
         );
         let in_flight = endpoint.acquire(&pool.freed);
         let upgrade = on_client.is_some();
-        let mut sent = send(
-            pool,
-            endpoint,
-            req,
-            upgrade,
-            resendable,
-            route.timeout,
-            cx.started,
-        )
-        .await;
-        if resendable && matches!(sent, Err(ProxyError::Stale(_))) {
-            tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
-            let (req, _) = build(&mut parts, may_retry, endpoint, &mut source, tls, cx);
-            sent = send(
+        let (mut req, mut reuse) = (req, resendable);
+        let sent = loop {
+            let sent = send(
                 pool,
                 endpoint,
                 req,
                 upgrade,
-                false,
+                reuse,
                 route.timeout,
                 cx.started,
             )
             .await;
-        }
+            if !(reuse && matches!(sent, Err(ProxyError::Stale(_)))) {
+                break sent;
+            }
+            tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
+            reuse = false;
+            req = build(&mut parts, may_retry, endpoint, &mut source, tls, cx).0;
+        };
         match sent {
             Ok((resp, lease, took)) => {
                 meta.upstream_time = Some(took);

@@ -285,6 +285,36 @@ impl<S> Guarded<S> {
         }
     }
 
+    /// Take in what one read returned: bytes go through the framer; none means end of
+    /// input, and whatever is held then goes to hyper as it is.
+    fn take_in(&mut self, filled: &[u8]) {
+        if filled.is_empty() {
+            self.eof = true;
+            let rest = self.input.split();
+            self.output.extend_from_slice(&rest);
+            return;
+        }
+        self.input.extend_from_slice(filled);
+        self.framer.feed(&mut self.input, &mut self.output);
+        if self.input.is_empty() {
+            self.input = BytesMut::new();
+        }
+    }
+
+    /// Ready once the connection has idled between requests for [`PARK_AFTER`]; the
+    /// timer is armed at the start of each idle spell and reused across a round.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + PARK_AFTER;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.idle_armed {
+            timer.as_mut().reset(deadline);
+            self.idle_armed = true;
+        }
+        timer.as_mut().poll(cx)
+    }
+
     /// What the buffered bytes call for, if enough has arrived to tell.
     fn round(&self) -> Option<Round> {
         if self.output.is_empty() && self.input.is_empty() {
@@ -321,17 +351,7 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut rb = ReadBuf::uninit(&mut storage);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
-            if rb.filled().is_empty() {
-                self.eof = true;
-                let rest = self.input.split();
-                self.output.extend_from_slice(&rest);
-                continue;
-            }
-            self.input.extend_from_slice(rb.filled());
-            self.framer.feed(&mut self.input, &mut self.output);
-            if self.input.is_empty() {
-                self.input = BytesMut::new();
-            }
+            self.take_in(rb.filled());
         }
     }
 }
@@ -368,15 +388,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 // Idle between requests: hyper sees the end of input and its connection
                 // ends cleanly, freeing its buffers; the socket stays open, parked.
                 Poll::Pending if idle => {
-                    let deadline = tokio::time::Instant::now() + PARK_AFTER;
-                    let timer = this
-                        .idle_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    if !this.idle_armed {
-                        timer.as_mut().reset(deadline);
-                        this.idle_armed = true;
-                    }
-                    ready!(timer.as_mut().poll(cx));
+                    ready!(this.poll_idle(cx));
                     this.parked = true;
                     return Poll::Ready(Ok(()));
                 }
@@ -386,18 +398,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     r?
                 }
             }
-            if rb.filled().is_empty() {
-                // EOF: whatever is held goes to hyper as it is.
-                this.eof = true;
-                let rest = this.input.split();
-                this.output.extend_from_slice(&rest);
-                continue;
-            }
-            this.input.extend_from_slice(rb.filled());
-            this.framer.feed(&mut this.input, &mut this.output);
-            if this.input.is_empty() {
-                this.input = BytesMut::new();
-            }
+            this.take_in(rb.filled());
         }
     }
 }

@@ -165,20 +165,15 @@ where
                     .builder
                     .serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::pin!(c);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        r = c.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, "connection ended with error");
-                            }
-                            return;
-                        }
-                        _ = drain.wait_for(|d| *d), if !draining => {
-                            draining = true;
-                            c.as_mut().graceful_shutdown();
-                        }
+                let (r, _) = until_done(drain, |cx, shut| {
+                    if shut {
+                        c.as_mut().graceful_shutdown();
                     }
+                    c.as_mut().poll(cx)
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with error");
                 }
             })
             .await;
@@ -188,16 +183,13 @@ where
         let back = Box::pin(async move {
             let mut c = snap.h1.serve_connection(TokioIo::new(io), svc);
             drop(snap);
-            let mut draining = false;
-            let ended = loop {
-                tokio::select! {
-                    r = std::future::poll_fn(|cx| c.poll_without_shutdown(cx)) => break r,
-                    _ = drain.wait_for(|d| *d), if !draining => {
-                        draining = true;
-                        std::pin::Pin::new(&mut c).graceful_shutdown();
-                    }
+            let (ended, draining) = until_done(drain, |cx, shut| {
+                if shut {
+                    std::pin::Pin::new(&mut c).graceful_shutdown();
                 }
-            };
+                c.poll_without_shutdown(cx)
+            })
+            .await;
             let parts = c.into_parts();
             let mut io = parts.io.into_inner();
             if let Err(e) = &ended {
@@ -219,6 +211,25 @@ where
                 _parked = Some(GaugeGuard::new(&parked_gauge));
             }
             None => return,
+        }
+    }
+}
+
+/// Poll a connection (`step`) to its end. When `drain` flips, the next step is asked
+/// to shut down gracefully first (`shut`). Returns the result and whether it drained.
+async fn until_done<T>(
+    drain: &mut watch::Receiver<bool>,
+    mut step: impl FnMut(&mut std::task::Context<'_>, bool) -> std::task::Poll<T>,
+) -> (T, bool) {
+    let (mut draining, mut shut) = (false, false);
+    loop {
+        let done = tokio::select! {
+            r = std::future::poll_fn(|cx| step(cx, std::mem::take(&mut shut))) => Some(r),
+            _ = drain.wait_for(|d| *d), if !draining => None,
+        };
+        match done {
+            Some(r) => return (r, draining),
+            None => (draining, shut) = (true, true),
         }
     }
 }
