@@ -11,6 +11,9 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, te
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORTS = {"backend": 19081, "nginx": 19082, "haproxy": 19083, "switchyard": 19084}
+# HTTP/2 over cleartext with prior knowledge (h2load's default for http://). switchyard
+# detects the HTTP/2 preface on its ordinary listener; nginx and HAProxy need their own.
+H2_PORTS = {"nginx": 19085, "haproxy": 19087, "switchyard": 19084}
 PROXY_CPU, OTHER_CPU = "0", "1"
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -96,6 +99,8 @@ events {{ worker_connections 20000; }}
 http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   upstream app {{ server 127.0.0.1:{PORTS['backend']}; keepalive 64; }}
   server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; {'' if bare else NGINX_HEADERS} }} }}
+  server {{ listen 127.0.0.1:{H2_PORTS['nginx']} http2 backlog=4096;
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; {'' if bare else NGINX_HEADERS} }} }} }}
 """)
     open(f"{work}/haproxy.cfg", "w").write(f"""global
@@ -110,6 +115,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{PORTS['haproxy']}
+  bind 127.0.0.1:{H2_PORTS['haproxy']} proto h2
   default_backend be
 {'' if bare else HAPROXY_HEADERS}backend be
   server s1 127.0.0.1:{PORTS['backend']}
@@ -186,6 +192,53 @@ def measure(name, pids, fn):
     return r
 
 
+def h2load(port, duration):
+    """HTTP/2 downstream: 16 connections, 8 streams each, for `duration` seconds."""
+    out = sh(f"taskset -c {OTHER_CPU} h2load -t1 -c16 -m8 -D {duration} http://127.0.0.1:{port}/").stdout
+    def find(pat, conv=float):
+        m = re.search(pat, out, re.M)
+        return conv(m.group(1)) if m else None
+    mean = re.search(r"^time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out, re.M)
+    return {
+        "requests": find(r"(\d+) succeeded", int) or 0,
+        "rps": find(r"finished in [\d.]+s, ([\d.]+) req/s"),
+        "mean": float(mean.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[mean.group(2)] if mean else None,
+        "errors": (find(r"(\d+) failed", int) or 0) + (find(r"(\d+) errored", int) or 0),
+    }
+
+
+def slow_readers(port, pids, name, duration, n=16, per_tick=16384, tick=0.02):
+    """n clients each ask for the 10 MiB file and read it slowly (per_tick bytes every
+    tick: 0.8 MB/s each with the defaults) through a small receive buffer, for `duration`
+    seconds. Returns the proxy's peak RSS growth in MiB (VmRSS sampled every tick) and
+    the MB/s delivered to all readers together."""
+    base = status_kib(pids[name], "VmRSS")
+    peak = base
+    socks = []
+    got = 0
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            s.setblocking(False)
+        end = time.time() + duration
+        while time.time() < end:
+            for s in socks:
+                try:
+                    got += len(s.recv(per_tick))
+                except BlockingIOError:
+                    pass
+            peak = max(peak, status_kib(pids[name], "VmRSS"))
+            time.sleep(tick)
+    finally:
+        for s in socks:
+            s.close()
+    return (peak - base) / 1024, got / duration / 1e6
+
+
 def idle_rss(port, pids, name, n):
     """Open n keep-alive connections one after another, each making one request and
     reading its answer, then hold them all idle and read the proxy's RSS."""
@@ -217,20 +270,23 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections")
     ap.add_argument("--bare", action="store_true", help="nginx and HAProxy without the forwarded/request-id headers switchyard sets")
     a = ap.parse_args()
-    for tool in ("nginx", "haproxy", "wrk", "taskset"):
+    for tool in ("nginx", "haproxy", "wrk", "h2load", "taskset"):
         if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install -y nginx-light haproxy wrk util-linux")
+            sys.exit(f"{tool} not found: apt-get install -y nginx-light haproxy wrk nghttp2-client util-linux")
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    # HAProxy needs about two descriptors per connection; keep every process under the limit.
-    if a.idle > (want - 2000) // 2:
-        a.idle = max(100, (want - 2000) // 2)
-        print(f"open-file limit {want}: the idle-connection scenario uses {a.idle} connections", flush=True)
+    # Each proxy needs a descriptor per idle connection. HAProxy reserves two per
+    # connection up front and refuses to start when maxconn does not fit, so it may get fewer.
+    idle = {n: min(a.idle, want - 2000) for n in ("nginx", "haproxy", "switchyard")}
+    idle["haproxy"] = min(a.idle, (want - 2000) // 2)
+    for n, k in idle.items():
+        if k < a.idle:
+            print(f"open-file limit {want}: {n} gets {k} idle connections, not {a.idle}", flush=True)
     sh(f"cd {ROOT} && cargo build --release -q")
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
-    setup(work, a.idle + 500, a.bare)
+    setup(work, idle['haproxy'] + 500, a.bare)
     results = {}
     procs, pids = {}, {}
     def add(scn, name, metric, v):
@@ -267,10 +323,19 @@ end
                 if mb:
                     add("10 MiB responses, 4 conns", name, "MB/s", float(mb.group(1)) * (1024 if mb.group(2) == "GB" else 1))
                 add("10 MiB responses, 4 conns", name, "peak RSS growth MiB", (status_kib(pids[name], "VmHWM") - before) / 1024)
+                growth, rate = slow_readers(port, pids, name, d)
+                add("10 MiB responses, 16 slow readers", name, "peak RSS growth MiB", growth)
+                add("10 MiB responses, 16 slow readers", name, "MB/s delivered", rate)
+                r = measure(name, pids, lambda: h2load(H2_PORTS[name], d))
+                for m in ("rps", "mean", "cpu_us", "errors"):
+                    add("HTTP/2 (h2c), 16 conns x 8 streams", name, m, r[m])
             print(f"round {rnd + 1} done", flush=True)
         for name in ("nginx", "haproxy", "switchyard"):
-            add("memory", name, "idle RSS MiB", status_kib(pids[name], "VmRSS") / 1024)
-            add("memory", name, f"RSS with {a.idle} idle keep-alive MiB", idle_rss(PORTS[name], pids, name, a.idle) / 1024)
+            base = status_kib(pids[name], "VmRSS")
+            add("memory", name, "idle RSS MiB", base / 1024)
+            held = idle_rss(PORTS[name], pids, name, idle[name])
+            add("memory", name, "RSS with idle keep-alive conns MiB", held / 1024)
+            add("memory", name, "KiB per idle keep-alive conn", (held - base) / idle[name])
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
@@ -284,6 +349,7 @@ end
 
     print(f"\nmachine: {os.cpu_count()} cores, {os.uname().release}; proxies pinned to core {PROXY_CPU} with 1 worker each; backend (nginx, 2 workers) and wrk on core {OTHER_CPU}")
     print(f"versions: {sh('nginx -v 2>&1').stdout.strip() or sh('nginx -v').stderr.strip()}; {sh('haproxy -v').stdout.splitlines()[0]}; switchyard {sh(ROOT + '/target/release/switchyard --version').stdout.split()[-1]}")
+    print("idle keep-alive connections: " + ", ".join(f"{n} {k}" for n, k in idle.items()))
     print(f"rounds {a.rounds}, {a.duration}s each; median (min-max); ratio = switchyard / nginx\n")
     print(f"| scenario | metric | nginx | haproxy | switchyard | ratio |\n|---|---|---|---|---|---|")
     for (scn, metric), per in results.items():
