@@ -536,3 +536,84 @@ async fn idle_keep_alive_connections_park_and_keep_serving() {
     assert!(metric("client_connections_parked", 0).await);
     proxy.stop().await;
 }
+
+/// A keep-alive HTTP/1.1 backend that answers each request with the number of the
+/// connection it arrived on, after 300 ms for `/slow`.
+async fn numbered_connections_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for n in 0u32.. {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                        continue;
+                    };
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    if head.starts_with(b"GET /slow") {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    let body = n.to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_reused_most_recent_first() {
+    let backend = numbered_connections_backend().await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{backend}\"]\nkeepalive = 16\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    ))
+    .await;
+    // Eight requests at once open eight upstream connections, which all go idle.
+    let slow = p.url("/slow");
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let url = slow.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut opened = std::collections::HashSet::new();
+    for h in burst {
+        let g = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("burst answered in time")
+            .expect("burst task");
+        assert_eq!(g.status, 200);
+        opened.insert(g.body);
+    }
+    assert_eq!(opened.len(), 8, "the burst used eight upstream connections");
+    // One request at a time then needs one connection: the same one keeps serving
+    // (a FIFO pool would rotate through all eight and keep every one warm).
+    let mut used = std::collections::HashSet::new();
+    for _ in 0..24 {
+        let g = get(&p.url("/")).await;
+        assert_eq!(g.status, 200);
+        used.insert(g.body);
+    }
+    assert_eq!(
+        used.len(),
+        1,
+        "sequential requests used connections {used:?}"
+    );
+    p.stop().await;
+}

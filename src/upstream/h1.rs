@@ -8,7 +8,9 @@
 //! the response body as the client reads it. One downstream request is one task end to
 //! end, as in nginx's event loop or Pingora's connectors.
 //!
-//! Idle connections wait in a bounded lock-free queue per server. Nobody polls them
+//! Idle connections wait in a bounded lock-free set per server that hands out the most
+//! recently used first (`slots`), so the busy set stays as small as the concurrency
+//! and the rest age out. Nobody polls them
 //! while idle: a checkout first polls the connection once, so one the server closed
 //! is noticed and dropped before a request is written to it. A request that hyper
 //! hands back unsent (the connection turned out not to be ready) goes to the next
@@ -21,7 +23,6 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -29,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::slots::Slots;
 use crate::proxy::RequestBody;
 
 type Io = TokioIo<TcpStream>;
@@ -44,6 +46,8 @@ const UPSTREAM_READ_BUF: usize = 128 * 1024;
 struct Conn {
     tx: http1::SendRequest<RequestBody>,
     drive: http1::Connection<Io, RequestBody>,
+    /// When it last went idle.
+    since: Instant,
 }
 
 impl Conn {
@@ -72,7 +76,7 @@ pub enum SendError {
 /// Idle keep-alive connections to one server.
 pub struct H1Pool {
     addr: SocketAddr,
-    idle: Option<ArrayQueue<(Box<Conn>, Instant)>>,
+    idle: Option<Slots<Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -96,7 +100,7 @@ impl H1Pool {
     ) -> Self {
         H1Pool {
             addr,
-            idle: (keepalive > 0).then(|| ArrayQueue::new(keepalive)),
+            idle: (keepalive > 0).then(|| Slots::new(keepalive)),
             connect_timeout,
             idle_timeout,
         }
@@ -116,8 +120,8 @@ impl H1Pool {
     /// A pooled connection ready for a request, dropping expired and closed ones.
     fn checkout(&self) -> Option<Box<Conn>> {
         let q = self.idle.as_ref()?;
-        while let Some((mut c, since)) = q.pop() {
-            if since.elapsed() < self.idle_timeout && c.poke() && c.tx.is_ready() {
+        while let Some(mut c) = q.pop() {
+            if c.since.elapsed() < self.idle_timeout && c.poke() && c.tx.is_ready() {
                 return Some(c);
             }
         }
@@ -127,20 +131,16 @@ impl H1Pool {
     fn checkin(&self, mut c: Box<Conn>) {
         let Some(q) = self.idle.as_ref() else { return };
         if c.poke() && c.tx.is_ready() {
-            // A full queue drops (closes) the extra connection.
-            let _ = q.push((c, Instant::now()));
+            c.since = Instant::now();
+            // A full set drops (closes) the extra connection.
+            let _ = q.push(c);
         }
     }
 
     /// Close idle connections that expired or that the server closed.
     pub fn sweep(&self) {
         let Some(q) = self.idle.as_ref() else { return };
-        for _ in 0..q.len() {
-            let Some((mut c, since)) = q.pop() else { break };
-            if since.elapsed() < self.idle_timeout && c.poke() {
-                let _ = q.push((c, since));
-            }
-        }
+        q.retain(|c| c.since.elapsed() < self.idle_timeout && c.poke());
     }
 
     async fn connect(&self) -> Result<Box<Conn>, SendError> {
@@ -163,7 +163,11 @@ impl H1Pool {
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(SendError::NotSent)?;
-        Ok(Box::new(Conn { tx, drive }))
+        Ok(Box::new(Conn {
+            tx,
+            drive,
+            since: Instant::now(),
+        }))
     }
 
     /// Send `req` and wait for the response head: on a pooled connection when `reuse`,

@@ -9,6 +9,7 @@
 mod balance;
 mod budget;
 mod h1;
+mod slots;
 mod stats;
 
 use std::net::SocketAddr;
