@@ -27,6 +27,8 @@ const REFUSE: &[u8] = b"\0\r\n\r\n";
 /// Longest chunk-size or trailer line we follow before handing over to hyper.
 const MAX_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
+/// Room in hyper's buffer below which a read goes through our own buffer instead.
+const MIN_IN_PLACE: usize = 1024;
 /// How long a connection may idle between requests before it parks (its hyper
 /// connection ends and frees its buffers). Parking at once would rebuild hyper's
 /// connection state for every request of a busy keep-alive connection.
@@ -73,37 +75,27 @@ impl Framer {
         self.state == State::Head && self.released == 0
     }
 
-    /// Process as much of `input` as possible.
+    /// Process as much of `input` as possible, moving what may go to hyper into
+    /// `output` (the buffered path, for bytes that [`Framer::scan`] stopped at).
     pub fn feed(&mut self, input: &mut BytesMut, output: &mut BytesMut) {
         while !input.is_empty() {
+            // The head in progress was partly released already: only `head` knows.
+            if self.released == 0 {
+                let n = self.scan(input);
+                if n > 0 {
+                    move_n(input, output, n);
+                    continue;
+                }
+            }
             let progressed = match self.state {
-                State::Pass => move_n(input, output, input.len()),
                 State::Refused => {
                     input.clear();
                     true
                 }
                 State::Head => self.head(input, output),
-                State::Length(n) => {
-                    let k = n.min(input.len() as u64);
-                    move_n(input, output, k as usize);
-                    self.state = if k == n {
-                        State::Head
-                    } else {
-                        State::Length(n - k)
-                    };
-                    true
-                }
-                State::ChunkData(n) => {
-                    let k = n.min(input.len() as u64);
-                    move_n(input, output, k as usize);
-                    self.state = if k == n {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(n - k)
-                    };
-                    true
-                }
                 State::ChunkSize | State::ChunkEnd | State::Trailers => self.line(input, output),
+                // `scan` takes at least one byte in every other state.
+                State::Pass | State::Length(_) | State::ChunkData(_) => false,
             };
             if !progressed {
                 return;
@@ -111,26 +103,15 @@ impl Framer {
         }
     }
 
-    fn head(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        let len = match req.parse(input) {
+    /// Judge the head at the start of `data`.
+    fn parse_head(&self, data: &[u8]) -> Head {
+        // Uninitialised: zeroing 128 fields (4 KiB) cost more than parsing a head.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(data, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if input.len() <= self.max_head => {
-                // No prefix of an unfinished head can finish it, so hyper may have it
-                // all now (its header timeout runs); only the completing bytes wait.
-                output.extend_from_slice(&input[self.released..]);
-                self.released = input.len();
-                return false;
-            }
-            _ => {
-                // Too large, malformed or too many fields: hyper's answer (431/400).
-                output.extend_from_slice(&input[self.released..]);
-                input.clear();
-                self.released = 0;
-                self.state = State::Pass;
-                return true;
-            }
+            Ok(httparse::Status::Partial) if data.len() <= self.max_head => return Head::Partial,
+            _ => return Head::Bad,
         };
         let mut lengths = 0;
         let (mut length, mut chunked, mut te, mut upgrade) = (None, false, false, false);
@@ -152,16 +133,10 @@ impl Framer {
             }
         }
         if (te && lengths > 0) || lengths > 1 {
-            output.extend_from_slice(REFUSE);
-            input.clear();
-            self.state = State::Refused;
-            return true;
+            return Head::Smuggling;
         }
         let connect = req.method == Some("CONNECT");
-        output.extend_from_slice(&input[self.released..len]);
-        input.advance(len);
-        self.released = 0;
-        self.state = match (connect, te, chunked, length) {
+        let next = match (connect, te, chunked, length) {
             (true, ..) => State::Pass,
             _ if upgrade => State::Pass,
             (_, true, true, _) => State::ChunkSize,
@@ -170,21 +145,49 @@ impl Framer {
             (_, false, _, None) if lengths > 0 => State::Pass,
             _ => State::Head,
         };
-        true
+        Head::Complete { len, next }
     }
 
-    /// Chunk-size line, the CRLF after chunk data, or a trailer line.
-    fn line(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
-        let Some(end) = input.iter().position(|&b| b == b'\n') else {
-            if input.len() > MAX_LINE {
-                self.state = State::Pass;
-                return true;
+    fn head(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        match self.parse_head(input) {
+            Head::Complete { len, next } => {
+                output.extend_from_slice(&input[self.released..len]);
+                input.advance(len);
+                self.released = 0;
+                self.state = next;
+                true
             }
-            return false;
-        };
-        let line = &input[..end];
+            Head::Partial => {
+                // No prefix of an unfinished head can finish it, so hyper may have it
+                // all now (its header timeout runs); only the completing bytes wait.
+                output.extend_from_slice(&input[self.released..]);
+                self.released = input.len();
+                false
+            }
+            Head::Bad => {
+                // Too large, malformed or too many fields: hyper's answer (431/400).
+                output.extend_from_slice(&input[self.released..]);
+                input.clear();
+                self.released = 0;
+                self.state = State::Pass;
+                true
+            }
+            Head::Smuggling => {
+                output.extend_from_slice(REFUSE);
+                input.clear();
+                self.state = State::Refused;
+                true
+            }
+        }
+    }
+
+    /// The next state after the line at the start of `data`, and the line's length
+    /// with its end, if the whole line is there.
+    fn parse_line(&self, data: &[u8]) -> Option<(usize, State)> {
+        let end = data.iter().position(|&b| b == b'\n')?;
+        let line = &data[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        self.state = match self.state {
+        let next = match self.state {
             State::ChunkSize => {
                 let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
                 match std::str::from_utf8(digits)
@@ -201,9 +204,84 @@ impl Framer {
             State::Trailers => State::Trailers,
             _ => State::Pass,
         };
-        move_n(input, output, end + 1);
+        Some((end + 1, next))
+    }
+
+    /// The fast path, over bytes already in hyper's buffer: advance while every byte
+    /// may go to hyper as it is, and return how many did. It stops, without changing
+    /// state, at anything that needs holding back or judging: an unfinished head or
+    /// line, a smuggling-shaped or unparseable head. [`Framer::feed`] takes the rest.
+    pub fn scan(&mut self, data: &[u8]) -> usize {
+        let mut at = 0;
+        while at < data.len() {
+            let rest = &data[at..];
+            at += match self.state {
+                State::Pass => rest.len(),
+                State::Refused => return at,
+                State::Head => match self.parse_head(rest) {
+                    Head::Complete { len, next } => {
+                        self.state = next;
+                        len
+                    }
+                    _ => return at,
+                },
+                State::Length(n) => {
+                    let k = n.min(rest.len() as u64);
+                    self.state = if k == n {
+                        State::Head
+                    } else {
+                        State::Length(n - k)
+                    };
+                    k as usize
+                }
+                State::ChunkData(n) => {
+                    let k = n.min(rest.len() as u64);
+                    self.state = if k == n {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(n - k)
+                    };
+                    k as usize
+                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                    match self.parse_line(rest) {
+                        Some((len, next)) => {
+                            self.state = next;
+                            len
+                        }
+                        None => return at,
+                    }
+                }
+            };
+        }
+        at
+    }
+
+    /// Chunk-size line, the CRLF after chunk data, or a trailer line.
+    fn line(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let Some((len, next)) = self.parse_line(input) else {
+            if input.len() > MAX_LINE {
+                self.state = State::Pass;
+                return true;
+            }
+            return false;
+        };
+        self.state = next;
+        move_n(input, output, len);
         true
     }
+}
+
+/// What a request head calls for.
+enum Head {
+    /// Clean: `len` bytes, then the body (or next head) that `next` expects.
+    Complete { len: usize, next: State },
+    /// Not all there yet (and not too large).
+    Partial,
+    /// Too large, malformed or too many fields: hyper judges it.
+    Bad,
+    /// `Content-Length` with `Transfer-Encoding`, or more than one `Content-Length`.
+    Smuggling,
 }
 
 fn move_n(input: &mut BytesMut, output: &mut BytesMut, n: usize) -> bool {
@@ -376,14 +454,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             if this.eof || (this.framer.is_pass() && this.input.is_empty()) {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
+            if this.input.is_empty() && buf.remaining() >= MIN_IN_PLACE {
+                match this.read_in_place(cx, buf) {
+                    Poll::Ready(Ok(false)) => continue,
+                    Poll::Ready(Ok(true)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             // Read into an uninitialised stack buffer (no zeroing, no per-connection
             // buffer kept while the connection idles); only unconsumed bytes are kept.
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut rb = ReadBuf::uninit(&mut storage);
-            let idle = this.park
-                && !this.write_blocked
-                && this.input.is_empty()
-                && this.framer.at_boundary();
+            let idle = this.idle();
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 // Idle between requests: hyper sees the end of input and its connection
                 // ends cleanly, freeing its buffers; the socket stays open, parked.
@@ -400,6 +483,51 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             this.take_in(rb.filled());
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Guarded<S> {
+    /// Whether the connection idles between requests in a parking round.
+    fn idle(&self) -> bool {
+        self.park && !self.write_blocked && self.input.is_empty() && self.framer.at_boundary()
+    }
+
+    /// Read straight into hyper's buffer and let the framer check the new bytes where
+    /// they lie; only bytes it must hold back are taken out again (into the buffered
+    /// path). `true` when `buf` holds something for hyper (or the end of input),
+    /// `false` when everything new was held back.
+    fn read_in_place(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let start = buf.filled().len();
+        let idle = self.idle();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            // Idle between requests: hyper sees the end of input and its connection
+            // ends cleanly, freeing its buffers; the socket stays open, parked.
+            Poll::Pending if idle => {
+                ready!(self.poll_idle(cx));
+                self.parked = true;
+                return Poll::Ready(Ok(true));
+            }
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => {
+                self.idle_armed = false;
+                r?
+            }
+        }
+        let end = buf.filled().len();
+        if end == start {
+            self.eof = true;
+            return Poll::Ready(Ok(true));
+        }
+        let ok = start + self.framer.scan(&buf.filled()[start..]);
+        if ok < end {
+            self.take_in(&buf.filled()[ok..]);
+            buf.set_filled(ok);
+        }
+        Poll::Ready(Ok(ok > start))
     }
 }
 
@@ -461,6 +589,46 @@ mod tests {
             f.feed(&mut input, &mut output);
         }
         (output.to_vec(), f.state)
+    }
+
+    /// Like `Guarded::poll_read`: with nothing buffered, bytes are checked where they
+    /// lie and only the rest takes the buffered path.
+    fn run_in_place(data: &[u8], step: usize) -> (Vec<u8>, State) {
+        let mut f = Framer::new(65536);
+        let (mut input, mut output, mut seen) = (BytesMut::new(), BytesMut::new(), Vec::new());
+        for piece in data.chunks(step) {
+            if input.is_empty() && output.is_empty() {
+                let ok = f.scan(piece);
+                seen.extend_from_slice(&piece[..ok]);
+                input.extend_from_slice(&piece[ok..]);
+            } else {
+                input.extend_from_slice(piece);
+            }
+            f.feed(&mut input, &mut output);
+            seen.extend_from_slice(&output.split());
+        }
+        (seen, f.state)
+    }
+
+    #[test]
+    fn in_place_checks_match_the_buffered_path() {
+        let inputs: [&[u8]; 6] = [
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /ok HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nframes",
+            b"GET\0 / HTTP/1.1\r\n\r\n",
+        ];
+        for data in inputs {
+            for step in [1, 2, 3, 5, 7, 16, 64, data.len()] {
+                assert_eq!(
+                    run_in_place(data, step),
+                    run(data, step),
+                    "step {step}: {data:?}"
+                );
+            }
+        }
     }
 
     #[test]
