@@ -8,9 +8,9 @@
 //! the response body as the client reads it. One downstream request is one task end to
 //! end, as in nginx's event loop or Pingora's connectors.
 //!
-//! Idle connections wait in a bounded lock-free set per server that hands out the most
-//! recently used first (`slots`), so the busy set stays as small as the concurrency
-//! and the rest age out. Nobody polls them
+//! Idle connections wait in a bounded lock-free set per server that hands out the
+//! lowest-numbered slot first (`slots`), so the busy set stays as small as the
+//! concurrency and the rest age out. Nobody polls them
 //! while idle: a checkout first polls the connection once, so one the server closed
 //! is noticed and dropped before a request is written to it. A request that hyper
 //! hands back unsent (the connection turned out not to be ready) goes to the next
