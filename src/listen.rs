@@ -3,6 +3,9 @@
 //! is inherited (`LISTEN_FDS`): from systemd socket activation, or from the running
 //! switchyard during an upgrade handover. There the very same socket, with its accept
 //! queue, passes to the new process, so no waiting connection is reset.
+//!
+//! Listeners get TCP_NODELAY, which Linux passes on to every accepted connection, so
+//! a connection costs no `setsockopt` of its own there.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         sock.set_only_v6(true)?;
     }
     sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     sock.listen(BACKLOG)?;
@@ -56,8 +60,26 @@ pub fn take_or_bind(
     {
         let l = inherited.swap_remove(i);
         l.set_nonblocking(true)?;
+        socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
         tracing::info!(%addr, "using inherited listening socket");
         return TcpListener::from_std(l);
     }
     bind(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() -> std::io::Result<()> {
+        let l = super::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+        let client = tokio::net::TcpStream::connect(l.local_addr()?).await?;
+        let (accepted, _) = l.accept().await?;
+        assert!(
+            accepted.nodelay()?,
+            "TCP_NODELAY is inherited from the listener"
+        );
+        drop(client);
+        Ok(())
+    }
 }

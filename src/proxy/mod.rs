@@ -115,6 +115,7 @@ where
 {
     let snap = shared.state.load();
     let state = shared.state.clone();
+    let tls = conn.scheme == "https";
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -196,8 +197,12 @@ where
                 tracing::debug!(error = %e, "connection ended with error");
             }
             if ended.is_err() || draining || !io.parked() {
-                // Closed by either side, or failed: hyper did not shut the socket down.
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                // Closed by either side, or failed. A TLS stream gets its close_notify;
+                // a plain socket is just closed (its FIN follows the queued response, as
+                // a shutdown would send it; nginx does the same), saving a syscall.
+                if tls {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                }
                 return None;
             }
             io.unread(&parts.read_buf);
@@ -280,6 +285,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 }
             }
         };
+        // Linux: inherited from the listener (see `listen`).
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let snap = shared.state.load();
         let tls = snap
