@@ -109,7 +109,16 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// framing guard reports end of input to hyper at that point, hyper's connection ends
 /// cleanly and hands the socket back). An HTTP/2 preface, an upgrade or anything odd
 /// gets a full round instead: hyper-util's auto builder, until the connection closes.
-async fn serve_io<S>(io: S, conn: Conn, shared: Arc<Shared>, mut drain: watch::Receiver<bool>)
+///
+/// Set-up happens before the returned future exists, so the connection's task holds
+/// only what the rounds need, not the arguments as well.
+fn serve_io<S>(
+    io: S,
+    conn: Conn,
+    shared: Arc<Shared>,
+    mut drain: watch::Receiver<bool>,
+    live: Arc<()>,
+) -> impl Future<Output = ()> + Send + 'static
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -137,86 +146,99 @@ where
     });
     let mut io = framing::Guarded::new(io, snap.server.max_header_bytes);
     let idle = snap.server.header_timeout;
-    let _open = GaugeGuard::new(&snap.metrics.connections_open);
+    let open = GaugeGuard::new(&snap.metrics.connections_open);
     let parked_gauge = snap.metrics.connections_parked.clone();
     drop(snap);
-    // Held while the connection is parked (between rounds).
-    let mut _parked: Option<GaugeGuard> = None;
-    loop {
-        let next = std::future::poll_fn(|cx| io.poll_next_round(cx));
-        let round = tokio::select! {
-            r = tokio::time::timeout(idle, next) => r,
-            // Draining: a parked connection has no request in flight; close it.
-            _ = drain.wait_for(|d| *d) => return,
-        };
-        _parked = None;
-        let round = match round {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
-        };
-        let snap = state.load();
-        let drain = &mut drain;
-        // Each round is boxed: its hyper connection lives on the heap only while the
-        // round runs, and a parked connection's task stays small.
-        if round == framing::Round::Full {
-            io.set_park(false);
-            let svc = svc.clone();
-            return Box::pin(async move {
-                let c = snap
-                    .builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
-                tokio::pin!(c);
-                let (r, _) = until_done(drain, |cx, shut| {
-                    if shut {
-                        c.as_mut().graceful_shutdown();
+    async move {
+        let _live = live;
+        let _open = open;
+        // Held while the connection is parked (between rounds).
+        let mut _parked: Option<GaugeGuard> = None;
+        loop {
+            let next = std::future::poll_fn(|cx| io.poll_next_round(cx));
+            let round = tokio::select! {
+                r = tokio::time::timeout(idle, next) => r,
+                // Draining: a parked connection has no request in flight; close it.
+                _ = drain.wait_for(|d| *d) => return,
+            };
+            _parked = None;
+            let round = match round {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+            };
+            let snap = state.load();
+            let drain = &mut drain;
+            // Each round is boxed: its hyper connection lives on the heap only while the
+            // round runs, and a parked connection's task stays small.
+            if round == framing::Round::Full {
+                io.set_park(false);
+                let svc = svc.clone();
+                return Box::pin(async move {
+                    let c = snap
+                        .builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    tokio::pin!(c);
+                    let (r, _) = until_done(drain, |cx, shut| {
+                        if shut {
+                            c.as_mut().graceful_shutdown();
+                        }
+                        c.as_mut().poll(cx)
+                    })
+                    .await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with error");
                     }
-                    c.as_mut().poll(cx)
                 })
                 .await;
-                if let Err(e) = r {
+            }
+            io.set_park(true);
+            let svc = svc.clone();
+            let back = Box::pin(async move {
+                let mut c = snap.h1.serve_connection(TokioIo::new(io), svc);
+                drop(snap);
+                let (ended, draining) = until_done(drain, |cx, shut| {
+                    if shut {
+                        std::pin::Pin::new(&mut c).graceful_shutdown();
+                    }
+                    c.poll_without_shutdown(cx)
+                })
+                .await;
+                let parts = c.into_parts();
+                let mut io = parts.io.into_inner();
+                if let Err(e) = &ended {
                     tracing::debug!(error = %e, "connection ended with error");
                 }
+                if ended.is_err() || draining || !io.parked() {
+                    // Closed by either side, or failed. A TLS stream gets its close_notify;
+                    // a plain socket is just closed (its FIN follows the queued response, as
+                    // a shutdown would send it; nginx does the same), saving a syscall.
+                    if tls {
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                    }
+                    return None;
+                }
+                io.unread(&parts.read_buf);
+                io.set_park(false);
+                Some(io)
             })
             .await;
-        }
-        io.set_park(true);
-        let svc = svc.clone();
-        let back = Box::pin(async move {
-            let mut c = snap.h1.serve_connection(TokioIo::new(io), svc);
-            drop(snap);
-            let (ended, draining) = until_done(drain, |cx, shut| {
-                if shut {
-                    std::pin::Pin::new(&mut c).graceful_shutdown();
+            match back {
+                Some(back) => {
+                    io = back;
+                    _parked = Some(GaugeGuard::new(&parked_gauge));
                 }
-                c.poll_without_shutdown(cx)
-            })
-            .await;
-            let parts = c.into_parts();
-            let mut io = parts.io.into_inner();
-            if let Err(e) = &ended {
-                tracing::debug!(error = %e, "connection ended with error");
+                None => return,
             }
-            if ended.is_err() || draining || !io.parked() {
-                // Closed by either side, or failed. A TLS stream gets its close_notify;
-                // a plain socket is just closed (its FIN follows the queued response, as
-                // a shutdown would send it; nginx does the same), saving a syscall.
-                if tls {
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
-                }
-                return None;
-            }
-            io.unread(&parts.read_buf);
-            io.set_park(false);
-            Some(io)
-        })
-        .await;
-        match back {
-            Some(back) => {
-                io = back;
-                _parked = Some(GaugeGuard::new(&parked_gauge));
-            }
-            None => return,
         }
+    }
+}
+
+/// Run a client connection as its own task, in a span when debug logging is on.
+fn spawn_conn(served: impl Future<Output = ()> + Send + 'static, peer: SocketAddr) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tokio::spawn(served.instrument(tracing::debug_span!("conn", %peer)));
+    } else {
+        tokio::spawn(served);
     }
 }
 
@@ -296,30 +318,26 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             .map(tokio_rustls::TlsAcceptor::from);
         let (shared, drain, live) = (shared.clone(), drain_rx.clone(), live.clone());
         let wait = snap.server.header_timeout;
-        // The TLS path is boxed so a plain connection's task is only as large as its
-        // own state: every open connection keeps its task's future allocated.
-        let served = async move {
-            let _live = live;
-            match tls {
-                None => serve_io(stream, Conn::new(peer, local, "http"), shared, drain).await,
-                Some(acceptor) => {
-                    Box::pin(async move {
-                        match tokio::time::timeout(wait, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => {
-                                serve_io(tls, Conn::new(peer, local, "https"), shared, drain).await
-                            }
-                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                            Err(_) => tracing::debug!("TLS handshake timed out"),
+        // A plain connection's task is its `serve_io` future and nothing more: every open
+        // connection keeps its task allocated, parked ones too. The TLS path is boxed.
+        match tls {
+            None => spawn_conn(
+                serve_io(stream, Conn::new(peer, local, "http"), shared, drain, live),
+                peer,
+            ),
+            Some(acceptor) => spawn_conn(
+                Box::pin(async move {
+                    match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = Conn::new(peer, local, "https");
+                            serve_io(tls, conn, shared, drain, live).await
                         }
-                    })
-                    .await
-                }
-            }
-        };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            tokio::spawn(served.instrument(tracing::debug_span!("conn", %peer)));
-        } else {
-            tokio::spawn(served);
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }),
+                peer,
+            ),
         }
     }
     drop(listener);
