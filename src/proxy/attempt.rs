@@ -503,7 +503,8 @@ mod size_guard {
     #[test]
     fn request_futures_and_bodies_stay_small() {
         let handle = output_size(&super::super::forward::handle);
-        assert!(handle <= 6_500, "request future grew to {handle} bytes");
+        // About 2 KB (test build) since the exchange is boxed; it was about 6 KB inline.
+        assert!(handle <= 3_000, "request future grew to {handle} bytes");
         let body = size_of::<super::ProxyBody>();
         assert!(body <= 256, "response body grew to {body} bytes");
         let lease = size_of::<super::Lease>();

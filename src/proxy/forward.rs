@@ -205,7 +205,13 @@ async fn forward(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
 
-    attempt::exchange(parts, body, replay, pool, route, on_client, cx, meta).await
+    // Boxed: held inline, the exchange made this future (and the per-request box hyper's
+    // service call allocates) about 11 KB instead of 1 KB; boxed, it is about 5 KB in
+    // its own allocation, and the request's state touches half the memory.
+    Box::pin(attempt::exchange(
+        parts, body, replay, pool, route, on_client, cx, meta,
+    ))
+    .await
 }
 
 /// Route the request, looking at the body if a `param` route needs it.
