@@ -225,21 +225,14 @@ impl Framer {
                     }
                     _ => return at,
                 },
-                State::Length(n) => {
+                State::Length(n) | State::ChunkData(n) => {
                     let k = n.min(rest.len() as u64);
-                    self.state = if k == n {
-                        State::Head
-                    } else {
-                        State::Length(n - k)
-                    };
-                    k as usize
-                }
-                State::ChunkData(n) => {
-                    let k = n.min(rest.len() as u64);
-                    self.state = if k == n {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(n - k)
+                    let fixed = matches!(self.state, State::Length(_));
+                    self.state = match (fixed, k == n) {
+                        (true, true) => State::Head,
+                        (true, false) => State::Length(n - k),
+                        (false, true) => State::ChunkEnd,
+                        (false, false) => State::ChunkData(n - k),
                     };
                     k as usize
                 }
