@@ -578,7 +578,7 @@ async fn numbered_connections_backend() -> std::net::SocketAddr {
 }
 
 #[tokio::test]
-async fn idle_upstream_connections_are_reused_most_recent_first() {
+async fn idle_upstream_connections_reuse_the_same_few_first() {
     let backend = numbered_connections_backend().await;
     let p = Proxy::start(&format!(
         "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{backend}\"]\nkeepalive = 16\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
