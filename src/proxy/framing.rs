@@ -459,20 +459,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             // buffer kept while the connection idles); only unconsumed bytes are kept.
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut rb = ReadBuf::uninit(&mut storage);
-            let idle = this.idle();
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                // Idle between requests: hyper sees the end of input and its connection
-                // ends cleanly, freeing its buffers; the socket stays open, parked.
-                Poll::Pending if idle => {
-                    ready!(this.poll_idle(cx));
-                    this.parked = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => {
-                    this.idle_armed = false;
-                    r?
-                }
+            if !ready!(this.read_inner(cx, &mut rb))? {
+                return Poll::Ready(Ok(()));
             }
             this.take_in(rb.filled());
         }
@@ -485,6 +473,30 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
         self.park && !self.write_blocked && self.input.is_empty() && self.framer.at_boundary()
     }
 
+    /// Read from the socket into `buf`; `false` when the connection parked instead.
+    /// While it idles between requests in a parking round, a read that would wait
+    /// parks it once [`PARK_AFTER`] has passed: hyper then sees the end of input and its
+    /// connection ends cleanly, freeing its buffers, while the socket stays open.
+    fn read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let idle = self.idle();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending if idle => {
+                ready!(self.poll_idle(cx));
+                self.parked = true;
+                Poll::Ready(Ok(false))
+            }
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.idle_armed = false;
+                Poll::Ready(r.map(|()| true))
+            }
+        }
+    }
+
     /// Read straight into hyper's buffer and let the framer check the new bytes where
     /// they lie; only bytes it must hold back are taken out again (into the buffered
     /// path). `true` when `buf` holds something for hyper (or the end of input),
@@ -495,20 +507,8 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<bool>> {
         let start = buf.filled().len();
-        let idle = self.idle();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            // Idle between requests: hyper sees the end of input and its connection
-            // ends cleanly, freeing its buffers; the socket stays open, parked.
-            Poll::Pending if idle => {
-                ready!(self.poll_idle(cx));
-                self.parked = true;
-                return Poll::Ready(Ok(true));
-            }
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => {
-                self.idle_armed = false;
-                r?
-            }
+        if !ready!(self.read_inner(cx, buf))? {
+            return Poll::Ready(Ok(true));
         }
         let end = buf.filled().len();
         if end == start {

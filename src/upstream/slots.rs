@@ -96,16 +96,11 @@ impl<T> Slots<T> {
                 if word.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
                     continue;
                 }
-                let i = w * 64 + bit.trailing_zeros() as usize;
-                match self.cells[i].swap(None) {
-                    Some(mut item) => {
-                        if keep(&mut item) {
-                            self.put(w, bit, item);
-                        } else {
-                            drop(item);
-                            self.taken[w].fetch_and(!bit, Ordering::Release);
-                        }
-                    }
+                let kept = self.cells[slot(w, bit)]
+                    .swap(None)
+                    .and_then(|mut item| keep(&mut item).then_some(item));
+                match kept {
+                    Some(item) => self.put(w, bit, item),
                     None => {
                         self.taken[w].fetch_and(!bit, Ordering::Release);
                     }
@@ -116,18 +111,21 @@ impl<T> Slots<T> {
 
     /// Empty the claimed slot and free it for check-ins.
     fn take(&self, w: usize, bit: u64) -> Option<Box<T>> {
-        let i = w * 64 + bit.trailing_zeros() as usize;
-        let item = self.cells[i].swap(None);
+        let item = self.cells[slot(w, bit)].swap(None);
         self.taken[w].fetch_and(!bit, Ordering::Release);
         item
     }
 
     /// Fill a reserved slot and offer it to checkouts.
     fn put(&self, w: usize, bit: u64, item: Box<T>) {
-        let i = w * 64 + bit.trailing_zeros() as usize;
-        self.cells[i].store(Some(item));
+        self.cells[slot(w, bit)].store(Some(item));
         self.ready[w].fetch_or(bit, Ordering::Release);
     }
+}
+
+/// The slot that `bit` of word `w` stands for.
+fn slot(w: usize, bit: u64) -> usize {
+    w * 64 + bit.trailing_zeros() as usize
 }
 
 #[cfg(test)]
