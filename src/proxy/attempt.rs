@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::uri::{self, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -26,11 +26,11 @@ use tokio::time::Instant;
 use super::body::{ProxyBody, RequestBody, Unsent};
 use super::error::ProxyError;
 use super::forward::{Ctx, Meta};
-use super::{headers, tunnel};
+use super::{headers, shape, tunnel};
 use crate::config::HashKey;
 use crate::health::Event;
 use crate::routing::Route;
-use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool};
+use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool, SendError};
 
 /// Most servers tried for one request (bounded by the pool's `attempts`).
 const MAX_TRIED: usize = 8;
@@ -84,7 +84,7 @@ pub(super) async fn exchange(
         // on a new connection, and an idempotent request that meets such a close is
         // sent once more, on a new connection to the same server.
         let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
-        let tls = pool.cfg.tls.is_some();
+        let tls = (pool.cfg.tls.is_some(), pool.cfg.upstream_h2);
         let (req, give_back) = build(
             &mut parts,
             may_retry || resendable,
@@ -296,7 +296,7 @@ fn build(
     may_retry: bool,
     endpoint: &Endpoint,
     source: &mut Source,
-    pool_tls: bool,
+    (pool_tls, pool_h2): (bool, bool),
     cx: &Ctx<'_>,
 ) -> (
     Request<RequestBody>,
@@ -325,35 +325,30 @@ fn build(
         }
         Source::Gone => (RequestBody::empty(), None),
     };
-    let mut up = uri::Parts::default();
-    up.scheme = Some(if pool_tls {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    });
-    up.authority = Some(endpoint.authority.clone());
-    up.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = Uri::from_parts(up).unwrap_or_else(|_| Uri::from_static("/"));
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = if may_retry {
+    let mut headers = if may_retry {
         parts.headers.clone()
     } else {
         std::mem::take(&mut parts.headers)
     };
+    let scheme = if pool_tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let h2 = pool_h2.then_some(scheme);
+    let (uri, version) = shape::target(&parts.uri, &mut headers, &endpoint.authority, h2);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
     (req, give_back)
 }
 
 /// Send and wait for the response head within the pool's read timeout (and the route's
-/// total). Plain HTTP/1.1 goes over the server's own connections, driven by this task;
-/// TLS, HTTP/2 and upgrades (which need hyper's upgrade hand-off) use the pool's client.
+/// total). HTTP/1.1, plain or TLS, goes over the server's own connections, driven by
+/// this task (an upgrade on a new connection of its own); HTTP/2 through the server's
+/// hyper-util client.
 #[allow(clippy::too_many_arguments)]
 async fn send(
     pool: &Pool,
@@ -367,18 +362,30 @@ async fn send(
     let sent = Instant::now();
     let head = sent + pool.read_timeout();
     let deadline = total.map_or(head, |t| head.min(started + t));
-    if pool.plain_h1() && !upgrade {
-        return match tokio::time::timeout_at(deadline, endpoint.conns.send(req, reuse)).await {
+    if let Some(client) = &endpoint.h2 {
+        // Boxed: hyper-util's request future is large and this path is the rarer one.
+        return match tokio::time::timeout_at(deadline, Box::pin(client.request(req))).await {
             Err(_) => Err(ProxyError::Timeout),
-            Ok(Err(e)) => Err(ProxyError::from_send(e)),
-            Ok(Ok((r, lease))) => Ok((r, Some(lease), sent.elapsed())),
+            Ok(Err(e)) => Err(ProxyError::from_client(e)),
+            Ok(Ok(r)) => Ok((r, None, sent.elapsed())),
         };
     }
-    // Boxed: hyper-util's request future is large and this path is the rarer one.
-    match tokio::time::timeout_at(deadline, Box::pin(pool.client.request(req))).await {
+    if upgrade {
+        let up = Box::pin(endpoint.conns.send_upgrade(req));
+        let r = timed(tokio::time::timeout_at(deadline, up).await)?;
+        return Ok((r, None, sent.elapsed()));
+    }
+    let (r, lease) =
+        timed(tokio::time::timeout_at(deadline, endpoint.conns.send(req, reuse)).await)?;
+    Ok((r, Some(lease), sent.elapsed()))
+}
+
+/// The outcome of a send bounded by a deadline.
+fn timed<T>(r: Result<Result<T, SendError>, tokio::time::error::Elapsed>) -> Result<T, ProxyError> {
+    match r {
         Err(_) => Err(ProxyError::Timeout),
-        Ok(Err(e)) => Err(ProxyError::from_client(e)),
-        Ok(Ok(r)) => Ok((r, None, sent.elapsed())),
+        Ok(Err(e)) => Err(ProxyError::from_send(e)),
+        Ok(Ok(r)) => Ok(r),
     }
 }
 

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use super::attempt;
 use super::body::{Finish, ProxyBody};
 use super::error::{Blame, ProxyError};
-use super::headers::{self, Peer};
 use super::look;
+use super::shape;
 use super::tunnel;
 use super::{Conn, Shared};
 use crate::access::AccessRecord;
@@ -178,7 +178,6 @@ async fn forward(
     meta: &mut Meta,
 ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
     let snap = cx.snap;
-    headers::check_framing(req.headers()).map_err(ProxyError::BadRequest)?;
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > snap.server.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
@@ -190,12 +189,13 @@ async fn forward(
     let on_client =
         tunnel::is_websocket(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, mut body) = req.into_parts();
+    shape::check(&parts)?;
     let (idx, replay) = route(&parts, &mut body, cx).await?;
     let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
     meta.route = Some((idx, route.name.clone()));
     let pool = choose_pool(snap, route.pool).ok_or(ProxyError::NoHealthy)?;
     meta.pool = Some((pool.index, pool.name.clone()));
-    prepare_headers(&mut parts, route, cx);
+    shape::head(&mut parts, route, cx);
     if on_client.is_some() {
         parts
             .headers
@@ -277,82 +277,6 @@ fn choose_pool(snap: &Snapshot, first: usize) -> Option<&Pool> {
         at = pool.cfg.fallback;
     }
     None
-}
-
-/// Request headers as the upstream gets them (all attempts alike).
-fn prepare_headers(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_>) {
-    // An HTTP/2 request has no Host field; HTTP/1.1 upstreams need one.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    headers::strip_hop_by_hop(&mut parts.headers);
-    // We answer `Expect: 100-continue` ourselves when the body is first read (RFC 9110 §10.1.1).
-    parts.headers.remove(header::EXPECT);
-    let trusted = cx
-        .snap
-        .listeners
-        .get(cx.snap.listener_index(cx.conn.local))
-        .map_or(&[][..], |l| &l.trusted_proxies[..]);
-    headers::set_forwarded(
-        &mut parts.headers,
-        &Peer {
-            ip: cx.conn.peer.ip(),
-            ip_value: &cx.conn.peer_ip,
-            scheme: cx.conn.scheme,
-            trusted,
-        },
-    );
-    parts.headers.insert(&X_REQUEST_ID, cx.request_id.clone());
-    for h in &route.remove_request_headers {
-        parts.headers.remove(h);
-    }
-    for (k, v) in &route.add_request_headers {
-        parts.headers.insert(k, v.clone());
-    }
-    if !route.set_request_headers.is_empty() {
-        set_templates(parts, route, cx);
-    }
-}
-
-/// `set_request_headers`: overwrite (never append), so a client cannot smuggle in a
-/// header the route sets.
-fn set_templates(parts: &mut Parts, route: &crate::routing::Route, cx: &Ctx<'_>) {
-    let host = routing::request_host(&parts.uri, &parts.headers)
-        .unwrap_or("")
-        .to_owned();
-    let http_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let client_ip = parts
-        .headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| cx.conn.peer.ip().to_canonical());
-    let vars = routing::TemplateVars {
-        host: &host,
-        http_host: &http_host,
-        scheme: cx.conn.scheme,
-        client_ip,
-    };
-    for (k, t) in &route.set_request_headers {
-        match t.render(&vars) {
-            Some(v) => {
-                parts.headers.insert(k, v);
-            }
-            None => {
-                parts.headers.remove(k);
-            }
-        }
-    }
 }
 
 /// `redirect_https`: 301 to the same host (without port) and target over https.

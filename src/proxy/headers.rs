@@ -1,6 +1,6 @@
 //! Header rules between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
-//! `X-Forwarded-*` / `X-Real-IP` with trusted-proxy handling, and framing checks that
-//! refuse ambiguous requests (RFC 9112 §6.3).
+//! `X-Forwarded-*` / `X-Real-IP` with trusted-proxy handling. Framing is checked on
+//! the wire, before hyper parses (`framing.rs`).
 
 use std::net::IpAddr;
 
@@ -67,21 +67,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for (h, _) in list.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(*h);
     }
-}
-
-/// Framing a proxy must not pass on (request smuggling): `Content-Length` together with
-/// `Transfer-Encoding`, or more than one `Content-Length`. hyper already refuses
-/// malformed lengths, bad chunking and invalid field bytes.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = lengths.next();
-    if first.is_some() && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    if lengths.next().is_some() || first.is_some_and(|v| v.as_bytes().contains(&b',')) {
-        return Err("more than one Content-Length");
-    }
-    Ok(())
 }
 
 /// What the proxy knows about the client side of one request.
@@ -191,20 +176,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn framing_conflicts_are_refused() {
-        assert!(
-            check_framing(&map(&[
-                ("content-length", "5"),
-                ("transfer-encoding", "chunked")
-            ]))
-            .is_err()
-        );
-        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_err());
-        assert!(check_framing(&map(&[("content-length", "5, 5")])).is_err());
-        assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
     }
 
     #[test]

@@ -30,10 +30,80 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use rustls::pki_types::ServerName;
+
 use super::slots::Slots;
+use crate::config::UpstreamTls;
 use crate::proxy::RequestBody;
 
-type Io = TokioIo<TcpStream>;
+type Io = TokioIo<Stream>;
+
+/// An upstream transport: plain TCP or TLS over TCP, one type for both so plain and
+/// TLS pools share this client stack.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Largest read buffer of an upstream connection (hyper's default is about 400 KiB,
 /// which every pooled connection that once carried a large body kept). 128 KiB keeps
@@ -76,6 +146,8 @@ pub enum SendError {
 /// Idle keep-alive connections to one server.
 pub struct H1Pool {
     addr: SocketAddr,
+    /// TLS to the server (the pool's trust roots and server name), if configured.
+    tls: Option<UpstreamTls>,
     idle: Option<Slots<Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -97,9 +169,11 @@ impl H1Pool {
         keepalive: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        tls: Option<UpstreamTls>,
     ) -> Self {
         H1Pool {
             addr,
+            tls,
             idle: (keepalive > 0).then(|| Slots::new(keepalive)),
             connect_timeout,
             idle_timeout,
@@ -143,24 +217,43 @@ impl H1Pool {
         q.retain(|c| c.since.elapsed() < self.idle_timeout && c.poke());
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, SendError> {
-        let tcp =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(SendError::Connect(e)),
-                Err(_) => {
-                    return Err(SendError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    )));
-                }
-            };
+    /// A TCP (and, for TLS pools, TLS) connection to the server within the connect timeout.
+    async fn open(&self) -> Result<Stream, SendError> {
+        let timed_out = || {
+            SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        };
+        let deadline = Instant::now() + self.connect_timeout;
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => return Err(timed_out()),
+        };
         tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(self.addr.ip().into()));
+        let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+        match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
+            Ok(Err(e)) => Err(SendError::Connect(e)),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
+        let io = self.open().await?;
         // A pooled connection keeps its read buffer at the largest size it grew to;
         // bounded here so idle connections that once carried a large body stay small.
         let (tx, drive) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUF)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(SendError::NotSent)?;
         Ok(Box::new(Conn {
@@ -168,6 +261,26 @@ impl H1Pool {
             drive,
             since: Instant::now(),
         }))
+    }
+
+    /// Send an upgrade request (WebSocket) on a new connection of its own, driven by a
+    /// task of its own so that a `101` hands the connection to `hyper::upgrade::on`.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let io = Box::pin(self.open()).await?;
+        let (mut tx, drive) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUF)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::NotSent)?;
+        tokio::spawn(async move {
+            if let Err(e) = drive.with_upgrades().await {
+                tracing::debug!(error = %e, "upgrade connection ended with error");
+            }
+        });
+        tx.send_request(req).await.map_err(SendError::Failed)
     }
 
     /// Send `req` and wait for the response head: on a pooled connection when `reuse`,

@@ -20,8 +20,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
 pub use balance::{PickKey, PoolView, hash_of};
@@ -32,16 +31,52 @@ pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
 use crate::config::PoolConfig;
 use crate::proxy::RequestBody;
 
-/// The pooled upstream client; one per pool, keyed internally by server address.
-/// Plain pools use `http` URIs through the same connector type.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+/// The HTTP/2 client of one server (pools with `upstream_h2`). Plain and TLS HTTP/1.1
+/// go through the server's own connections ([`H1Pool`]).
+pub type UpstreamClient = Client<HttpsConnector<FixedAddr>, RequestBody>;
 
-/// The client of one pool: keep-alive pool, connect timeout, TLS and HTTP/2 as configured.
-fn client(cfg: &PoolConfig) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
+/// Connects to one server whatever the request URI's authority says, so the URI (and
+/// with it HTTP/2's `:authority`) can carry the client's Host.
+#[derive(Debug, Clone)]
+pub struct FixedAddr {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl tower_service::Service<http::Uri> for FixedAddr {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let (addr, timeout) = (self.addr, self.timeout);
+        Box::pin(async move {
+            let s = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            s.set_nodelay(true)?;
+            Ok(TokioIo::new(s))
+        })
+    }
+}
+
+/// The HTTP/2 client of one server: keep-alive pool, connect timeout, TLS as configured.
+fn h2_client(cfg: &PoolConfig, addr: SocketAddr) -> UpstreamClient {
+    let fixed = FixedAddr {
+        addr,
+        timeout: cfg.connect_timeout,
+    };
     let tls = cfg.tls.as_ref().map_or_else(
         || {
             rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -56,23 +91,23 @@ fn client(cfg: &PoolConfig) -> UpstreamClient {
         |t| Ok((*t.client).clone()),
     );
     let tls = tls.expect("invariant: ring supports the default TLS versions");
-    let mut builder = HttpsConnectorBuilder::new()
+    let name = cfg
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone())
+        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+    let connector = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http();
-    if let Some(name) = cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
-        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
-    }
-    let connector = if cfg.upstream_h2 {
-        builder.enable_http2().wrap_connector(http)
-    } else {
-        builder.enable_http1().wrap_connector(http)
-    };
+        .https_or_http()
+        .with_server_name_resolver(FixedServerNameResolver::new(name))
+        .enable_http2()
+        .wrap_connector(fixed);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(cfg.idle_timeout)
         .pool_max_idle_per_host(cfg.keepalive)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .http2_only(cfg.upstream_h2)
+        .http2_only(true)
         .set_host(false)
         .build(connector)
 }
@@ -86,8 +121,10 @@ pub struct Endpoint {
     pub weight: u32,
     /// Counters and health, shared across config generations (keyed by pool + address).
     pub stats: Arc<EndpointStats>,
-    /// Idle plain HTTP/1.1 connections (unused by TLS and HTTP/2 pools).
+    /// Idle HTTP/1.1 connections, plain or TLS (unused by HTTP/2 pools).
     pub conns: Arc<H1Pool>,
+    /// The HTTP/2 client, for pools with `upstream_h2` only.
+    pub h2: Option<UpstreamClient>,
 }
 
 impl Endpoint {
@@ -104,7 +141,9 @@ impl Endpoint {
                 0,
                 Duration::from_secs(5),
                 Duration::from_secs(60),
+                None,
             )),
+            h2: None,
         }
     }
 
@@ -151,13 +190,28 @@ impl Drop for InFlight {
     }
 }
 
+/// Whether two generations of a pool connect alike (so connections may be kept).
+fn same_connections(a: &PoolConfig, b: &PoolConfig) -> bool {
+    (
+        a.connect_timeout,
+        a.idle_timeout,
+        a.keepalive,
+        a.upstream_h2,
+    ) == (
+        b.connect_timeout,
+        b.idle_timeout,
+        b.keepalive,
+        b.upstream_h2,
+    ) && a.tls.is_none()
+        && b.tls.is_none()
+}
+
 /// A named group of servers with one policy and one set of timeouts.
 #[derive(Debug)]
 pub struct Pool {
     pub index: usize,
     pub name: Arc<str>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    pub client: UpstreamClient,
     pub cfg: PoolConfig,
     pub budget: RetryBudget,
     /// Rotates round robin and least_conn tie-breaks; persists across view rebuilds.
@@ -176,54 +230,39 @@ impl Pool {
         stats_for: &mut dyn FnMut(SocketAddr) -> Arc<EndpointStats>,
         previous: Option<&Pool>,
     ) -> Self {
-        // A server keeps its idle connections across a reload that leaves its pool's
-        // connection settings alone.
-        let conns_for = |addr: SocketAddr| {
-            let (keep, connect, idle) = (cfg.keepalive, cfg.connect_timeout, cfg.idle_timeout);
+        // A server keeps its idle connections (and its HTTP/2 client) across a reload
+        // that leaves its pool's connection settings alone.
+        let kept = |addr: SocketAddr| {
             previous
-                .filter(|p| p.cfg.tls.is_none() && !p.cfg.upstream_h2)
+                .filter(|p| same_connections(&p.cfg, cfg))
                 .and_then(|p| p.endpoints.iter().find(|e| e.addr == addr))
-                .filter(|e| e.conns.same_settings(keep, connect, idle))
-                .map_or_else(
-                    || Arc::new(H1Pool::new(addr, keep, connect, idle)),
-                    |e| Arc::clone(&e.conns),
-                )
         };
         let endpoints = cfg
             .servers
             .iter()
             .map(|s| {
-                Arc::new(
-                    Endpoint::new(s.addr, s.weight, stats_for(s.addr))
-                        .with_conns(conns_for(s.addr)),
-                )
+                let (keep, connect, idle) = (cfg.keepalive, cfg.connect_timeout, cfg.idle_timeout);
+                let old = kept(s.addr);
+                let conns = old
+                    .filter(|e| e.conns.same_settings(keep, connect, idle))
+                    .map_or_else(
+                        || Arc::new(H1Pool::new(s.addr, keep, connect, idle, cfg.tls.clone())),
+                        |e| Arc::clone(&e.conns),
+                    );
+                let mut e = Endpoint::new(s.addr, s.weight, stats_for(s.addr)).with_conns(conns);
+                if cfg.upstream_h2 {
+                    e.h2 = Some(
+                        old.and_then(|e| e.h2.clone())
+                            .unwrap_or_else(|| h2_client(cfg, s.addr)),
+                    );
+                }
+                Arc::new(e)
             })
             .collect();
-        // Reuse the previous generation's client (and its idle connections) when the
-        // settings that shape it did not change.
-        let same = |p: &&Pool| {
-            (
-                p.cfg.connect_timeout,
-                p.cfg.idle_timeout,
-                p.cfg.keepalive,
-                p.cfg.upstream_h2,
-            ) == (
-                cfg.connect_timeout,
-                cfg.idle_timeout,
-                cfg.keepalive,
-                cfg.upstream_h2,
-            ) && p.cfg.tls.is_none()
-                && cfg.tls.is_none()
-        };
-        let client = match previous.filter(same) {
-            Some(p) => p.client.clone(),
-            None => client(cfg),
-        };
         Pool {
             index,
             name: cfg.name.clone(),
             endpoints,
-            client,
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
             cfg: cfg.clone(),
             next: AtomicUsize::new(0),
@@ -232,10 +271,10 @@ impl Pool {
         }
     }
 
-    /// Whether requests go through the per-server HTTP/1.1 connections
-    /// ([`H1Pool`]); TLS and HTTP/2 pools use the hyper-util client.
-    pub fn plain_h1(&self) -> bool {
-        self.cfg.tls.is_none() && !self.cfg.upstream_h2
+    /// Whether requests go through the per-server HTTP/1.1 connections ([`H1Pool`]),
+    /// plain or TLS; HTTP/2 pools use each server's hyper-util client.
+    pub fn is_h1(&self) -> bool {
+        !self.cfg.upstream_h2
     }
 
     /// Close expired and server-closed idle connections.

@@ -573,3 +573,4 @@ pub async fn read_message(
         pending.extend_from_slice(&buf[..n]);
     }
 }
+pub mod wire;

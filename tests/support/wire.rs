@@ -1,0 +1,256 @@
+//! A wire-level test backend: a raw TCP peer that records each request's exact bytes
+//! (request line, header lines in order, body with its framing) and answers with
+//! scripted bytes. hyper-based backends normalise what they parse; this one does not.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::WAIT;
+
+/// One request exactly as it arrived.
+#[derive(Debug, Clone, Default)]
+pub struct WireRequest {
+    /// The request line, without CRLF.
+    pub line: String,
+    /// Header lines as sent, in order, without CRLF.
+    pub headers: Vec<String>,
+    /// The body bytes as sent, chunk framing included.
+    pub body: Vec<u8>,
+    /// Which connection (counted from 0) it came on.
+    pub conn: usize,
+}
+
+impl WireRequest {
+    /// Values of every field named `name` (case-insensitive), in order.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+
+    /// Header names in order, lower-cased.
+    pub fn names(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or("").to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// What the backend does in answer to a request.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Send(Vec<u8>),
+    Sleep(Duration),
+    /// Close the connection.
+    Close,
+    /// Never answer (until the test ends).
+    Hang,
+    /// Echo every byte that follows back (a tunnel after `101`).
+    Echo,
+}
+
+pub type Script = Arc<dyn Fn(&WireRequest) -> Vec<Step> + Send + Sync>;
+
+/// A `200 OK` with a short body, keep-alive.
+pub fn ok() -> Vec<Step> {
+    vec![Step::Send(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    )]
+}
+
+pub struct WireBackend {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<WireRequest>>>,
+    conns: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WireBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WireBackend {
+    /// Answers every request with `200 ok` on a keep-alive connection.
+    pub async fn spawn() -> WireBackend {
+        Self::scripted(|_| ok()).await
+    }
+
+    pub async fn scripted(
+        script: impl Fn(&WireRequest) -> Vec<Step> + Send + Sync + 'static,
+    ) -> WireBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let script: Script = Arc::new(script);
+        let (r, c) = (requests.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                peers.push(tokio::spawn(serve(s, n, r.clone(), script.clone())));
+            }
+        });
+        WireBackend {
+            addr,
+            requests,
+            conns,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<WireRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    /// Wait (bounded) until `n` requests have arrived; returns the `n`th.
+    pub async fn nth(&self, n: usize) -> WireRequest {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(r) = self.requests.lock().unwrap().get(n - 1) {
+                return r.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "backend saw {} requests, waited for {n}",
+                self.requests.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn serve(mut s: TcpStream, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>, script: Script) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(mut req) = read_request(&mut s, &mut buf).await else {
+            return;
+        };
+        req.conn = conn;
+        seen.lock().unwrap().push(req.clone());
+        for step in script(&req) {
+            match step {
+                Step::Send(b) => {
+                    if s.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+                Step::Close => return,
+                Step::Hang => std::future::pending::<()>().await,
+                Step::Echo => {
+                    let (mut r, mut w) = s.split();
+                    let _ = w.write_all(&buf).await;
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Read more bytes into `buf`; false at end of input.
+async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut tmp = [0u8; 8192];
+    match s.read(&mut tmp).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            true
+        }
+    }
+}
+
+/// The next CRLF-terminated line (without CRLF), taken from `buf`.
+async fn line(s: &mut TcpStream, buf: &mut Vec<u8>, raw: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let l = String::from_utf8_lossy(&buf[..i]).into_owned();
+            raw.extend(buf.drain(..i + 2));
+            return Some(l);
+        }
+        if !fill(s, buf).await {
+            return None;
+        }
+    }
+}
+
+async fn take(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize, raw: &mut Vec<u8>) -> Option<()> {
+    while buf.len() < n {
+        if !fill(s, buf).await {
+            return None;
+        }
+    }
+    raw.extend(buf.drain(..n));
+    Some(())
+}
+
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<WireRequest> {
+    let mut head = Vec::new();
+    let first = line(s, buf, &mut head).await?;
+    let mut req = WireRequest {
+        line: first,
+        ..Default::default()
+    };
+    loop {
+        let l = line(s, buf, &mut head).await?;
+        if l.is_empty() {
+            break;
+        }
+        req.headers.push(l);
+    }
+    let chunked = req
+        .values("transfer-encoding")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("chunked"));
+    let length = req
+        .values("content-length")
+        .first()
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let size = line(s, buf, &mut body).await?;
+            let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            if n == 0 {
+                while !line(s, buf, &mut body).await?.is_empty() {}
+                break;
+            }
+            take(s, buf, n + 2, &mut body).await?;
+        }
+    } else if let Some(n) = length {
+        take(s, buf, n, &mut body).await?;
+    }
+    req.body = body;
+    Some(req)
+}
+
+/// Send `bytes` to `addr` on a new connection and read one response head and its
+/// `Content-Length` body (bounded); returns the connection for more.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut pending = Vec::new();
+    let got = super::read_message(&mut s, &mut pending)
+        .await
+        .map(|(h, b)| format!("{h}\r\n\r\n{}", String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    (got, s)
+}

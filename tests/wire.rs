@@ -1,0 +1,226 @@
+//! What switchyard puts on the wire towards a backend, byte for byte, with HTTP/1.0,
+//! HTTP/1.1 and HTTP/2 clients. The backend is a raw socket (`support::wire`) that
+//! records the exact request line, header lines in order and body framing.
+
+mod support;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use support::wire::*;
+use support::*;
+
+fn config(server: std::net::SocketAddr) -> String {
+    format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{server}\"]\nread_timeout = \"2s\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    )
+}
+
+/// The fields the proxy adds after the client's, for a client on 127.0.0.1.
+fn added(req: &WireRequest, host: &str) -> Vec<String> {
+    vec![
+        "x-forwarded-for: 127.0.0.1".to_owned(),
+        "x-real-ip: 127.0.0.1".to_owned(),
+        "x-forwarded-proto: http".to_owned(),
+        format!("x-forwarded-host: {host}"),
+        format!("x-request-id: {}", req.values("x-request-id")[0]),
+    ]
+}
+
+async fn h1(proxy: &Proxy, bytes: &[u8]) -> String {
+    exchange(proxy.addr(), bytes).await.0
+}
+
+/// One HTTP/2 request (prior knowledge) on a connection to `addr`, whatever the URI's
+/// authority (it becomes `:authority`); returns the status.
+async fn h2_send(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(WAIT, tx.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+#[tokio::test]
+async fn http11_origin_form_goes_out_unchanged_with_host_byte_for_byte() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let got = h1(
+        &p,
+        b"GET /a/b?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nAccept: */*\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /a/b?x=1 HTTP/1.1");
+    let mut want = vec![
+        "host: Example.COM:8080".to_owned(),
+        "accept: */*".to_owned(),
+    ];
+    want.extend(added(&r, "Example.COM:8080"));
+    assert_eq!(r.headers, want);
+    assert!(r.body.is_empty());
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn absolute_form_becomes_origin_form_with_host_from_the_target() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    h1(
+        &p,
+        b"GET http://erp.test:81/p?q HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    )
+    .await;
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /p?q HTTP/1.1");
+    assert_eq!(r.values("host"), ["erp.test:81"]);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn options_asterisk_stays_asterisk_form() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    h1(&p, b"OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(b.nth(1).await.line, "OPTIONS * HTTP/1.1");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn http10_without_host_goes_out_as_http11_with_the_server_as_host() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let got = h1(&p, b"GET /ten HTTP/1.0\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.0 200") || got.starts_with("HTTP/1.1 200"),
+        "{got}"
+    );
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /ten HTTP/1.1");
+    assert_eq!(r.values("host"), [b.addr.to_string()]);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn http2_authority_becomes_host_and_cookie_crumbs_are_joined() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let req = Request::get("http://erp.test:81/desk?x=1")
+        .header("cookie", "sid=abc")
+        .header("cookie", "full_name=A")
+        .header("x-one", "1")
+        .body(Full::default())
+        .unwrap();
+    let resp = h2_send(p.addr(), req).await;
+    assert_eq!(resp, 200);
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /desk?x=1 HTTP/1.1");
+    let host = "erp.test:81";
+    let mut want = vec![
+        "cookie: sid=abc; full_name=A".to_owned(),
+        "x-one: 1".to_owned(),
+    ];
+    want.extend(added(&r, host));
+    want.push(format!("host: {host}"));
+    let mut got = r.headers.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(r.values("cookie").len(), 1);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_keep_their_framing_on_every_method() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let (_, mut s) = exchange(
+        p.addr(),
+        b"GET /q HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /q HTTP/1.1");
+    assert_eq!(r.values("transfer-encoding"), ["chunked"]);
+    assert_eq!(r.body, b"5\r\nhello\r\n0\r\n\r\n");
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"DELETE /d HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let r = b.nth(2).await;
+    assert_eq!(r.line, "DELETE /d HTTP/1.1");
+    assert_eq!(r.values("content-length"), ["3"]);
+    assert_eq!(r.body, b"abc");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn requests_rfc9112_refuses_get_400_and_never_reach_the_backend() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET brl-j HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET /../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a/%2e%2e/%2e%2e/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let got = h1(&p, bad).await;
+        assert!(
+            got.starts_with("HTTP/1.1 400"),
+            "{}: {got}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // h2 and HTTP/1.0 clients go through the same checks.
+    let got = h1(&p, b"GET /../x HTTP/1.0\r\n\r\n").await;
+    assert!(got.contains(" 400 "), "{got}");
+    let resp = h2_client()
+        .request(
+            Request::get(format!("http://{}/../../x", p.addr()))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let _ = resp.into_body().collect().await;
+    assert_eq!(b.requests().len(), 0, "nothing refused reached the backend");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    h1(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nX_Sid: 1\r\nX-Ok: 1\r\n\r\n",
+    )
+    .await;
+    let names = b.nth(1).await.names();
+    assert!(!names.iter().any(|n| n.contains('_')), "{names:?}");
+    assert!(names.contains(&"x-ok".to_owned()));
+    p.stop().await;
+}
