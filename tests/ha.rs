@@ -145,11 +145,11 @@ async fn connect_failure_is_retried_for_any_method_with_the_body() {
 }
 
 #[tokio::test]
-async fn frozen_server_is_ejected_by_read_timeout() {
+async fn frozen_server_is_ejected_by_read_timeout_and_gets_retried_when_the_pool_opts_in() {
     let a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
     let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after = 1\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after = 1\n[pools.p.retry]\non_timeout = true\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
         pool_cfg("p", &[&a, &b], "read_timeout = \"300ms\"")
     ))
     .await;
@@ -342,6 +342,11 @@ async fn metrics_parse_and_move() {
     })
     .await;
     let after = get(&url).await.body;
+    let ups = json(&proxy.admin_url("/upstreams")).await.to_string();
+    assert!(
+        ups.contains("\"latency_ewma_ms\"") && !ups.contains("\"latency_ewma_ms\":0.0"),
+        "the latency average is fed: {ups}"
+    );
     assert_eq!(
         counter(&after, ok_series) - counter(&before, ok_series),
         3.0,
@@ -610,4 +615,38 @@ async fn writes_on_connections_the_server_closed_while_idle_are_sent_once() {
         );
         proxy.stop().await;
     }
+}
+
+/// By default nothing is sent again after a read timeout: not a DELETE (Frappe commits
+/// on it), and not a GET either (a slow report run twice doubles the load).
+#[tokio::test]
+async fn read_timeouts_are_not_retried_by_default_for_any_method() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        pool_cfg("p", &[&a, &b], "read_timeout = \"300ms\"")
+    ))
+    .await;
+    for method in ["DELETE", "PUT", "GET"] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(proxy.url("/slow?ms=1000"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let got = send(req).await;
+        assert_eq!(got.status, 504, "{method}: {}", got.body);
+        let write = method != "GET";
+        assert_eq!(
+            got.headers.contains_key("x-switchyard-outcome"),
+            write,
+            "{method}"
+        );
+    }
+    assert_eq!(
+        a.hits() + b.hits(),
+        3,
+        "each request reached one server once"
+    );
+    proxy.stop().await;
 }

@@ -210,6 +210,7 @@ pub struct FilePassive {
 pub struct FileRetry {
     pub attempts: Option<Spanned<u32>>,
     pub idempotent_methods: Option<Spanned<StringList>>,
+    pub on_timeout: Option<bool>,
     pub body_limit: Option<u64>,
     pub budget_ratio: Option<Spanned<f64>>,
     pub budget_min_per_sec: Option<u32>,

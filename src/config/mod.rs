@@ -76,8 +76,12 @@ pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
 /// ... plus this many per second, so a quiet pool can still retry.
 pub const DEFAULT_RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
-/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
-pub const DEFAULT_IDEMPOTENT: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+/// Methods re-sent by default after they may have reached a server: the safe ones
+/// (RFC 9110 §9.2.1). PUT and DELETE are idempotent by the RFC, but Frappe commits on
+/// them, so a pool must opt them in (`retry.idempotent_methods`).
+pub const DEFAULT_IDEMPOTENT: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
+/// Methods a pool may list in `retry.idempotent_methods` (RFC 9110 §9.2.2).
+pub const IDEMPOTENT: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
 /// How long a request may wait for a free connection slot when `max_connections` is set.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many requests may wait for a slot per pool; more get 503 at once.
@@ -217,6 +221,9 @@ pub struct Passive {
 pub struct RetryPolicy {
     pub attempts: u32,
     pub idempotent: Vec<http::Method>,
+    /// Re-send (an idempotent request) after a read timeout; off by default, as a
+    /// request that timed out is often slow because of load that a re-send doubles.
+    pub on_timeout: bool,
     /// Largest request body kept so an idempotent request can be re-sent (0 = only bodyless).
     pub body_limit: usize,
     pub budget_ratio: f64,

@@ -206,12 +206,12 @@ fn retry(cx: &mut Ctx<'_>, r: &super::file::FileRetry) -> RetryPolicy {
             let mut out = Vec::new();
             for m in &list.get_ref().0 {
                 let upper = m.to_ascii_uppercase();
-                if !DEFAULT_IDEMPOTENT.contains(&upper.as_str()) {
+                if !IDEMPOTENT.contains(&upper.as_str()) {
                     cx.err(
                         list.span(),
                         format!(
                             "{m:?} is not idempotent (RFC 9110 §9.2.2); only {} may be re-sent",
-                            DEFAULT_IDEMPOTENT.join(", ")
+                            IDEMPOTENT.join(", ")
                         ),
                     );
                 } else if let Ok(me) = Method::from_bytes(upper.as_bytes()) {
@@ -235,6 +235,7 @@ fn retry(cx: &mut Ctx<'_>, r: &super::file::FileRetry) -> RetryPolicy {
     RetryPolicy {
         attempts,
         idempotent,
+        on_timeout: r.on_timeout.unwrap_or(false),
         body_limit: usize::try_from(r.body_limit.unwrap_or(0)).unwrap_or(usize::MAX),
         budget_ratio,
         budget_min_per_sec: r

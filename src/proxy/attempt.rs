@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::body::{ProxyBody, RequestBody, Unsent};
 use super::error::ProxyError;
 use super::forward::{Ctx, Meta};
-use super::{headers, shape, tunnel};
+use super::{headers, retry, shape, tunnel};
 use crate::config::HashKey;
 use crate::health::Event;
 use crate::routing::Route;
@@ -82,21 +82,15 @@ pub(super) async fn exchange(
         // again. A server can close an idle connection just as a request is written to
         // it, and then nobody knows whether it was read: a write therefore always goes
         // on a new connection, and an idempotent request that meets such a close is
-        // sent once more, on a new connection to the same server.
+        // sent once more, on a new connection to the same server (the retry rule).
         let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
-        let tls = (pool.cfg.tls.is_some(), pool.cfg.upstream_h2);
-        let (req, give_back) = build(
-            &mut parts,
-            may_retry || resendable,
-            endpoint,
-            &mut source,
-            tls,
-            cx,
-        );
+        let kind = (pool.cfg.tls.is_some(), pool.cfg.upstream_h2);
+        let keep = may_retry || resendable;
+        let (mut req, mut give_back) = build(&mut parts, keep, endpoint, &mut source, kind, cx);
         let in_flight = endpoint.acquire(&pool.freed);
         let upgrade = on_client.is_some();
-        let (mut req, mut reuse) = (req, resendable);
-        let sent = loop {
+        let mut reuse = resendable;
+        let e = loop {
             let sent = send(
                 pool,
                 endpoint,
@@ -107,37 +101,42 @@ pub(super) async fn exchange(
                 cx.started,
             )
             .await;
-            if !(reuse && matches!(sent, Err(ProxyError::Stale(_)))) {
-                break sent;
-            }
-            tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
-            reuse = false;
-            req = build(&mut parts, may_retry, endpoint, &mut source, tls, cx).0;
-        };
-        match sent {
-            Ok((resp, lease, took)) => {
-                meta.upstream_time = Some(took);
-                passive_success(pool, endpoint, resp.status(), cx);
-                let resp = respond(resp, lease, on_client.take(), route, cx);
-                return Ok((resp, Some(in_flight)));
-            }
-            Err(e) => {
-                drop(in_flight);
-                let retry_ok = on_failure(
-                    &e,
-                    pool,
-                    endpoint,
-                    give_back,
-                    &mut source,
-                    idempotent,
-                    meta,
-                    cx,
-                )?;
-                last = e;
-                if !retry_ok {
-                    break;
+            let e = match sent {
+                Ok((resp, lease, took)) => {
+                    meta.upstream_time = Some(took);
+                    endpoint.stats.observe_latency(took);
+                    passive_success(pool, endpoint, resp.status(), cx);
+                    let resp = respond(resp, lease, on_client.take(), route, cx);
+                    return Ok((resp, Some(in_flight)));
+                }
+                Err(e) => e,
+            };
+            match on_failure(
+                &e,
+                pool,
+                endpoint,
+                give_back.take(),
+                &mut source,
+                &parts.method,
+                cx,
+            )? {
+                retry::Decision::Retry { same_server: true } => {
+                    tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
+                    reuse = false;
+                    (req, give_back) =
+                        build(&mut parts, may_retry, endpoint, &mut source, kind, cx);
+                }
+                retry::Decision::Retry { same_server: false } => break e,
+                retry::Decision::Stop { unknown } => {
+                    meta.outcome_unknown = unknown;
+                    return Err(e);
                 }
             }
+        };
+        drop(in_flight);
+        last = e;
+        if attempt + 1 >= attempts {
+            break;
         }
     }
     Err(last)
@@ -204,43 +203,59 @@ fn respond(
     Response::from_parts(rp, ProxyBody::upstream(rb, lease, deadline))
 }
 
-/// Account for a failed attempt and decide whether another may follow (the retry
-/// rule). A client-side body failure ends the request at once.
-#[allow(clippy::too_many_arguments)]
+/// Account for a failed attempt and decide, by the retry rule, whether another may
+/// follow. A client-side body failure ends the request at once.
 fn on_failure(
     e: &ProxyError,
     pool: &Pool,
     endpoint: &Endpoint,
     give_back: Option<tokio::sync::oneshot::Receiver<Unsent>>,
     source: &mut Source,
-    idempotent: bool,
-    meta: &mut Meta,
+    method: &http::Method,
     cx: &Ctx<'_>,
-) -> Result<bool, ProxyError> {
-    match e {
+) -> Result<retry::Decision, ProxyError> {
+    let (failure, reused) = match e {
         ProxyError::ClientBody => return Err(ProxyError::ClientBody),
         ProxyError::ClientBodyTimeout => return Err(ProxyError::ClientBodyTimeout),
-        _ => {}
-    }
-    endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
-    passive_failure(pool, endpoint, e, cx);
-    let never_sent = matches!(e, ProxyError::Connect(_));
-    if never_sent && let Some(mut rx) = give_back {
-        *source = match rx.try_recv() {
-            Ok(unsent) => Source::Live(unsent),
-            Err(_) => Source::Gone,
-        };
-    }
-    let safe = match source {
-        Source::Empty | Source::Kept(_) => never_sent || idempotent,
-        Source::Live(_) => never_sent,
-        Source::Gone => false,
+        // A hyper error here is a request handed back unsent; otherwise the connect failed.
+        ProxyError::Connect(c) if c.is::<hyper::Error>() => {
+            (retry::Failure::ClosedBeforeWrite, false)
+        }
+        ProxyError::Connect(_) => (retry::Failure::ConnectRefused, false),
+        ProxyError::ConnectTimeout => (retry::Failure::ConnectTimeout, false),
+        ProxyError::Timeout => (retry::Failure::ReadTimeout, false),
+        ProxyError::Stale(_) => (retry::Failure::ClosedAfterWrite, true),
+        e if e.is_bad_response() => (retry::Failure::BadResponse, false),
+        _ => (retry::Failure::ClosedAfterWrite, false),
     };
-    tracing::warn!(pool = %pool.name, upstream = %endpoint.addr, error = %e, never_sent, retry_safe = safe, "upstream attempt failed");
-    if !never_sent && !idempotent {
-        meta.outcome_unknown = true;
+    if let (Some(mut rx), Source::Gone) = (give_back, &*source)
+        && let Ok(unsent) = rx.try_recv()
+    {
+        *source = Source::Live(unsent);
     }
-    Ok(safe)
+    let body = match source {
+        Source::Empty => retry::Body::Empty,
+        Source::Kept(_) => retry::Body::Kept,
+        Source::Live(_) => retry::Body::Unsent,
+        Source::Gone => retry::Body::Streamed,
+    };
+    let attempt = retry::Attempt {
+        failure,
+        reused,
+        body,
+        method,
+    };
+    let policy = retry::Policy {
+        idempotent: &pool.cfg.retry.idempotent,
+        on_timeout: pool.cfg.retry.on_timeout,
+    };
+    let decision = retry::decide(&attempt, &policy);
+    if decision != (retry::Decision::Retry { same_server: true }) {
+        endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
+        passive_failure(pool, endpoint, e, cx);
+        tracing::warn!(pool = %pool.name, upstream = %endpoint.addr, error = %e, ?failure, reused, ?decision, "upstream attempt failed");
+    }
+    Ok(decision)
 }
 
 /// The request body across attempts.

@@ -31,6 +31,8 @@ pub enum ProxyError {
     ClientBodyTimeout,
     #[error("cannot connect to upstream")]
     Connect(#[source] BoxError),
+    #[error("timed out connecting to upstream")]
+    ConnectTimeout,
     #[error("upstream timed out")]
     Timeout,
     #[error("upstream connection failed")]
@@ -63,6 +65,7 @@ impl ProxyError {
             | ProxyError::ClientBodyTimeout => Blame::Client,
             ProxyError::NoHealthy => Blame::Internal,
             ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
             | ProxyError::Timeout
             | ProxyError::Upstream(_)
             | ProxyError::Stale(_) => Blame::Upstream,
@@ -87,6 +90,15 @@ impl ProxyError {
         }
     }
 
+    /// Whether the upstream's answer could not be parsed.
+    pub fn is_bad_response(&self) -> bool {
+        let ProxyError::Upstream(e) = self else {
+            return false;
+        };
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_parse_status())
+    }
+
     fn classify(e: BoxError, connect: bool) -> Self {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
         let mut timed_out = false;
@@ -103,7 +115,9 @@ impl ProxyError {
             }
             src = s.source();
         }
-        if timed_out {
+        if timed_out && connect {
+            ProxyError::ConnectTimeout
+        } else if timed_out {
             ProxyError::Timeout
         } else if connect {
             ProxyError::Connect(e)
@@ -125,7 +139,7 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Stale(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout | ProxyError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }

@@ -11,6 +11,7 @@ mod forward;
 mod framing;
 mod headers;
 mod look;
+mod retry;
 mod shape;
 mod tunnel;
 

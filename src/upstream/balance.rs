@@ -118,10 +118,14 @@ impl PoolView {
             }
             (Balance::RandomTwo, _) => {
                 let cands: Vec<usize> = self.eligible.iter().copied().filter(|&i| ok(i)).collect();
-                let score = |i: usize| {
+                // Latency weighs in only when both servers have been measured: an
+                // unmeasured one (new, or all its requests still in flight) must not look
+                // infinitely fast.
+                let lat = |i: usize| eps.get(i).map_or(0.0, |e| e.stats.ewma_us());
+                let score = |i: usize, latency: bool| {
                     eps.get(i).map_or(f64::MAX, |e| {
-                        let lat = e.stats.ewma_us().max(1.0);
-                        (e.in_flight() as f64 + 1.0) * lat / self.weight_of(i)
+                        let l = if latency { lat(i) } else { 1.0 };
+                        (e.in_flight() as f64 + 1.0) * l / self.weight_of(i)
                     })
                 };
                 match cands.len() {
@@ -130,10 +134,12 @@ impl PoolView {
                     n => {
                         let a = rand(n);
                         let b = (a + 1 + rand(n - 1)) % n;
-                        Some(if score(cands[b]) < score(cands[a]) {
-                            cands[b]
+                        let (a, b) = (cands[a], cands[b]);
+                        let both = lat(a) > 0.0 && lat(b) > 0.0;
+                        Some(if score(b, both) < score(a, both) {
+                            b
                         } else {
-                            cands[a]
+                            a
                         })
                     }
                 }

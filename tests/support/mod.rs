@@ -500,7 +500,16 @@ impl Load {
                             .unwrap();
                         match tokio::time::timeout(WAIT, c.request(req)).await {
                             Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                            _ => failed.fetch_add(1, Ordering::SeqCst),
+                            Ok(Ok(r)) => {
+                                let status = r.status();
+                                let body = r.into_body().collect().await.map(|b| b.to_bytes());
+                                eprintln!("load: {status} {body:?}");
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                            other => {
+                                eprintln!("load: {:?}", other.map(|r| r.map(|r| r.status())));
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
                         };
                     }
                 })
