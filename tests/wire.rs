@@ -224,3 +224,99 @@ async fn header_names_with_underscores_are_dropped() {
     assert!(names.contains(&"x-ok".to_owned()));
     p.stop().await;
 }
+
+/// After an upgrade request that is not answered `101`, the guard goes on checking:
+/// a smuggling-shaped request that follows never reaches the backend.
+#[tokio::test]
+async fn the_framing_guard_fails_closed_after_upgrades_and_bad_framing() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let smuggled = b"POST /smuggled HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let mut first =
+        b"GET /up HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n".to_vec();
+    first.extend_from_slice(smuggled);
+    let all = raw(p.addr(), &first).await;
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(
+        all.contains("HTTP/1.1 400"),
+        "the smuggled request is refused: {all}"
+    );
+    let long_chunk = format!(
+        "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\nx\r\n0\r\n\r\n",
+        "e".repeat(5000)
+    );
+    for bad in [
+        &b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 4x\r\n\r\nabcd"[..],
+        b"POST /te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n",
+        long_chunk.as_bytes(),
+    ] {
+        let got = raw(p.addr(), bad).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    }
+    let lines: Vec<String> = b.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        ["GET /up HTTP/1.1"],
+        "only the clean request was forwarded"
+    );
+    assert!(
+        b.nth(1).await.values("upgrade").is_empty(),
+        "h2c upgrade stripped"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_h2_preface_is_closed_not_answered_in_http1() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let got = raw(p.addr(), b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").await;
+    assert_eq!(got, "", "closed without an HTTP/1.1 answer");
+    p.stop().await;
+}
+
+/// A browser's socket.io moves from polling to WebSocket on its open keep-alive
+/// connection: the upgrade is the second request there.
+#[tokio::test]
+async fn websocket_upgrade_as_the_second_request_on_a_keepalive_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = WireBackend::scripted(|r| {
+        if r.values("upgrade").is_empty() {
+            ok()
+        } else {
+            vec![
+                Step::Send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n".to_vec()),
+                Step::Echo,
+            ]
+        }
+    })
+    .await;
+    let p = Proxy::start(&config(b.addr)).await;
+    let (first, mut s) = exchange(
+        p.addr(),
+        b"GET /socket.io/?transport=polling HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    s.write_all(b"GET /socket.io/?transport=websocket HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_message(&mut s, &mut pending).await.expect("101");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = pending;
+    while echo.len() < 4 {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "tunnel closed");
+        echo.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(echo, b"ping");
+    let up = b.nth(2).await;
+    assert_eq!(up.line, "GET /socket.io/?transport=websocket HTTP/1.1");
+    assert_eq!(up.values("upgrade"), ["websocket"]);
+    assert_eq!(up.values("connection"), ["upgrade"]);
+    p.stop().await;
+}

@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What hyper gets instead of the bytes that would complete a smuggling-shaped head:
+/// What hyper gets instead of the bytes that would complete a refused head (or chunk line):
 /// a NUL is invalid anywhere in a head, so hyper answers 400 and closes.
 const REFUSE: &[u8] = b"\0\r\n\r\n";
 /// Longest chunk-size or trailer line we follow before handing over to hyper.
@@ -42,9 +42,17 @@ enum State {
     ChunkData(u64),
     ChunkEnd,
     Trailers,
+    /// After an upgrade request: nothing more is read until the response shows whether
+    /// the protocol switched (`101`: pass-through) or not (next head).
+    Switch,
     Pass,
     Refused,
+    /// A broken HTTP/2 preface: the connection closes without an answer.
+    Closed,
 }
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The pure state machine: moves bytes from `input` to `output`, holding a head back
 /// until it has been checked.
@@ -54,6 +62,11 @@ pub struct Framer {
     max_head: usize,
     /// Bytes of the head in progress (at the start of `input`) already given to hyper.
     released: usize,
+    /// Hold whole heads, and upgrade heads entirely (in a parking HTTP/1.1 round, whose
+    /// hyper connection cannot upgrade: the round ends and a full round takes the head).
+    hold: bool,
+    /// `hold` kept a whole upgrade head back: the round must end for a full one.
+    held_upgrade: bool,
 }
 
 impl Framer {
@@ -62,12 +75,33 @@ impl Framer {
             state: State::Head,
             max_head,
             released: 0,
+            hold: false,
+            held_upgrade: false,
         }
     }
 
     /// Whether all further bytes go through unexamined.
     pub fn is_pass(&self) -> bool {
         self.state == State::Pass
+    }
+
+    /// Whether a full round must serve what comes next (h2, or an upgrade awaiting its answer).
+    fn needs_full(&self) -> bool {
+        matches!(self.state, State::Pass | State::Switch)
+    }
+
+    /// Whether the connection must close without an answer.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The response to an upgrade request began with `status_line`: pass through after
+    /// a `101`, otherwise go on with the next request head.
+    pub fn answered(&mut self, status_line: &[u8]) {
+        if self.state == State::Switch {
+            let switched = status_line.len() >= 12 && status_line[9..12] == *b"101";
+            self.state = if switched { State::Pass } else { State::Head };
+        }
     }
 
     /// Between requests: nothing of a next head seen yet.
@@ -88,14 +122,15 @@ impl Framer {
                 }
             }
             let progressed = match self.state {
-                State::Refused => {
+                State::Refused | State::Closed => {
                     input.clear();
                     true
                 }
                 State::Head => self.head(input, output),
                 State::ChunkSize | State::ChunkEnd | State::Trailers => self.line(input, output),
-                // `scan` takes at least one byte in every other state.
-                State::Pass | State::Length(_) | State::ChunkData(_) => false,
+                // Nothing moves until the upgrade is answered; `scan` takes at least one
+                // byte in every other state.
+                State::Switch | State::Pass | State::Length(_) | State::ChunkData(_) => false,
             };
             if !progressed {
                 return;
@@ -105,44 +140,48 @@ impl Framer {
 
     /// Judge the head at the start of `data`.
     fn parse_head(&self, data: &[u8]) -> Head {
+        if data.starts_with(b"PRI ") || (data.len() < 4 && PREFACE.starts_with(data)) {
+            return preface(data);
+        }
         // Uninitialised: zeroing 128 fields (4 KiB) cost more than parsing a head.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(data, &mut headers) {
-            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Complete(len)) if len <= self.max_head => len,
+            // The head's size is the bytes received, not hyper's buffer's.
+            Ok(httparse::Status::Complete(_)) => return Head::Refuse,
             Ok(httparse::Status::Partial) if data.len() <= self.max_head => return Head::Partial,
             _ => return Head::Bad,
         };
-        let mut lengths = 0;
-        let (mut length, mut chunked, mut te, mut upgrade) = (None, false, false, false);
+        let (mut lengths, mut length, mut te, mut chunked, mut upgrade) =
+            (0, None, 0, false, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
                 length = std::str::from_utf8(h.value)
                     .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                te = true;
-                chunked = h
-                    .value
-                    .trim_ascii()
-                    .to_ascii_lowercase()
-                    .ends_with(b"chunked");
+                te += 1;
+                chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             } else if h.name.eq_ignore_ascii_case("upgrade") {
                 upgrade = true;
             }
         }
-        if (te && lengths > 0) || lengths > 1 {
-            return Head::Smuggling;
+        // RFC 9112 §6.3: CL with TE, several or invalid CLs, a TE other than exactly
+        // `chunked` (one field), and CONNECT (we are no forward proxy) are refused.
+        let bad_te = te > 1 || (te == 1 && !chunked);
+        if (te > 0 && lengths > 0) || lengths > 1 || (lengths == 1 && length.is_none()) || bad_te {
+            return Head::Refuse;
         }
-        let connect = req.method == Some("CONNECT");
-        let next = match (connect, te, chunked, length) {
-            (true, ..) => State::Pass,
-            _ if upgrade => State::Pass,
-            (_, true, true, _) => State::ChunkSize,
-            (_, true, false, _) => State::Pass,
-            (_, false, _, Some(n)) if n > 0 => State::Length(n),
-            (_, false, _, None) if lengths > 0 => State::Pass,
+        if req.method == Some("CONNECT") || (upgrade && (te > 0 || length.is_some_and(|n| n > 0))) {
+            return Head::Refuse;
+        }
+        let next = match (upgrade, chunked, length) {
+            (true, ..) => State::Switch,
+            (_, true, _) => State::ChunkSize,
+            (_, _, Some(n)) if n > 0 => State::Length(n),
             _ => State::Head,
         };
         Head::Complete { len, next }
@@ -150,6 +189,13 @@ impl Framer {
 
     fn head(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
         match self.parse_head(input) {
+            Head::Complete {
+                next: State::Switch,
+                ..
+            } if self.hold => {
+                self.held_upgrade = true;
+                false
+            }
             Head::Complete { len, next } => {
                 output.extend_from_slice(&input[self.released..len]);
                 input.advance(len);
@@ -157,6 +203,7 @@ impl Framer {
                 self.state = next;
                 true
             }
+            Head::Partial if self.hold => false,
             Head::Partial => {
                 // No prefix of an unfinished head can finish it, so hyper may have it
                 // all now (its header timeout runs); only the completing bytes wait.
@@ -165,17 +212,30 @@ impl Framer {
                 false
             }
             Head::Bad => {
-                // Too large, malformed or too many fields: hyper's answer (431/400).
+                // Too large, malformed or too many fields: hyper answers (431/400) and
+                // closes; nothing after it is passed on.
+                output.extend_from_slice(&input[self.released..]);
+                input.clear();
+                self.released = 0;
+                self.state = State::Refused;
+                true
+            }
+            Head::Refuse => {
+                output.extend_from_slice(REFUSE);
+                input.clear();
+                self.state = State::Refused;
+                true
+            }
+            Head::Preface => {
                 output.extend_from_slice(&input[self.released..]);
                 input.clear();
                 self.released = 0;
                 self.state = State::Pass;
                 true
             }
-            Head::Smuggling => {
-                output.extend_from_slice(REFUSE);
+            Head::Close => {
                 input.clear();
-                self.state = State::Refused;
+                self.state = State::Closed;
                 true
             }
         }
@@ -185,6 +245,9 @@ impl Framer {
     /// with its end, if the whole line is there.
     fn parse_line(&self, data: &[u8]) -> Option<(usize, State)> {
         let end = data.iter().position(|&b| b == b'\n')?;
+        if end > MAX_LINE {
+            return Some((end + 1, State::Refused));
+        }
         let line = &data[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let next = match self.state {
@@ -192,17 +255,20 @@ impl Framer {
                 let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
                 match std::str::from_utf8(digits)
                     .ok()
-                    .and_then(|d| u64::from_str_radix(d.trim(), 16).ok())
+                    .map(str::trim_end)
+                    .filter(|d| !d.is_empty() && d.len() <= 16)
+                    .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|d| u64::from_str_radix(d, 16).ok())
                 {
                     Some(0) => State::Trailers,
                     Some(n) => State::ChunkData(n),
-                    None => State::Pass,
+                    None => State::Refused,
                 }
             }
             State::ChunkEnd if line.is_empty() => State::ChunkSize,
             State::Trailers if line.is_empty() => State::Head,
             State::Trailers => State::Trailers,
-            _ => State::Pass,
+            _ => State::Refused,
         };
         Some((end + 1, next))
     }
@@ -217,8 +283,12 @@ impl Framer {
             let rest = &data[at..];
             at += match self.state {
                 State::Pass => rest.len(),
-                State::Refused => return at,
+                State::Refused | State::Closed | State::Switch => return at,
                 State::Head => match self.parse_head(rest) {
+                    Head::Complete {
+                        next: State::Switch,
+                        ..
+                    } if self.hold => return at,
                     Head::Complete { len, next } => {
                         self.state = next;
                         len
@@ -238,11 +308,11 @@ impl Framer {
                 }
                 State::ChunkSize | State::ChunkEnd | State::Trailers => {
                     match self.parse_line(rest) {
-                        Some((len, next)) => {
+                        Some((len, next)) if next != State::Refused => {
                             self.state = next;
                             len
                         }
-                        None => return at,
+                        _ => return at,
                     }
                 }
             };
@@ -252,15 +322,19 @@ impl Framer {
 
     /// Chunk-size line, the CRLF after chunk data, or a trailer line.
     fn line(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
-        let Some((len, next)) = self.parse_line(input) else {
-            if input.len() > MAX_LINE {
-                self.state = State::Pass;
+        let next = match self.parse_line(input) {
+            Some((len, next)) if next != State::Refused => {
+                self.state = next;
+                move_n(input, output, len);
                 return true;
             }
-            return false;
+            None if input.len() <= MAX_LINE => return false,
+            // A bad or over-long chunk line: hyper gets an invalid chunk and answers 400.
+            _ => State::Refused,
         };
+        output.extend_from_slice(REFUSE);
+        input.clear();
         self.state = next;
-        move_n(input, output, len);
         true
     }
 }
@@ -271,10 +345,24 @@ enum Head {
     Complete { len: usize, next: State },
     /// Not all there yet (and not too large).
     Partial,
-    /// Too large, malformed or too many fields: hyper judges it.
+    /// Malformed or too many fields (or too large while unfinished): hyper judges it.
     Bad,
-    /// `Content-Length` with `Transfer-Encoding`, or more than one `Content-Length`.
-    Smuggling,
+    /// Framing a proxy must not guess at (see [`Framer::parse_head`]), or too large.
+    Refuse,
+    /// The whole HTTP/2 preface.
+    Preface,
+    /// Something that starts like the HTTP/2 preface and is not: close, no answer.
+    Close,
+}
+
+/// Judge bytes that start like the HTTP/2 preface.
+fn preface(data: &[u8]) -> Head {
+    let n = data.len().min(PREFACE.len());
+    match (data[..n] == PREFACE[..n], n == PREFACE.len()) {
+        (false, _) => Head::Close,
+        (true, true) => Head::Preface,
+        (true, false) => Head::Partial,
+    }
 }
 
 fn move_n(input: &mut BytesMut, output: &mut BytesMut, n: usize) -> bool {
@@ -313,6 +401,10 @@ pub struct Guarded<S> {
     /// it fires. Kept (and reset) while a round lasts.
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_armed: bool,
+    /// While an upgrade awaits its answer: the first bytes of the response written.
+    status: Vec<u8>,
+    /// The read side waiting for that answer.
+    reader: Option<std::task::Waker>,
 }
 
 impl<S> Guarded<S> {
@@ -328,12 +420,20 @@ impl<S> Guarded<S> {
             write_blocked: false,
             idle_timer: None,
             idle_armed: false,
+            status: Vec::new(),
+            reader: None,
         }
     }
 
     /// Start a round: with `park`, idleness between requests ends it.
     pub fn set_park(&mut self, park: bool) {
         self.park = park;
+        self.framer.hold = park;
+        if !park && !self.input.is_empty() {
+            // A head held back for a full round goes on now.
+            self.framer.held_upgrade = false;
+            self.framer.feed(&mut self.input, &mut self.output);
+        }
         self.parked = false;
         self.idle_armed = false;
         if !park {
@@ -391,12 +491,7 @@ impl<S> Guarded<S> {
         if self.output.is_empty() && self.input.is_empty() {
             return None;
         }
-        let start = if self.output.is_empty() {
-            &self.input[..]
-        } else {
-            &self.output[..]
-        };
-        if start.starts_with(b"PRI ") || self.framer.is_pass() {
+        if self.framer.needs_full() {
             return Some(Round::Full);
         }
         // A head still incomplete: wait for the rest (under the caller's deadline).
@@ -412,6 +507,9 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
     /// judge) has arrived, and say how to serve it. `None` when the client closed.
     pub fn poll_next_round(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Round>>> {
         loop {
+            if self.framer.is_closed() {
+                return Poll::Ready(Ok(None));
+            }
             if let Some(r) = self.round() {
                 return Poll::Ready(Ok(Some(r)));
             }
@@ -443,6 +541,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     this.output = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));
+            }
+            if this.framer.is_closed() {
+                return Poll::Ready(Ok(()));
+            }
+            if this.framer.state == State::Switch {
+                // Nothing is read until the upgrade is answered (see `watch`).
+                this.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if this.framer.held_upgrade {
+                // End this HTTP/1.1 round cleanly once its last answer is out; a full
+                // round serves the upgrade.
+                if this.write_blocked {
+                    return Poll::Pending;
+                }
+                this.parked = true;
+                return Poll::Ready(Ok(()));
+            }
+            if !this.input.is_empty() && !this.eof {
+                // Bytes that waited (for an upgrade's answer) go on first.
+                let before = this.output.len();
+                this.framer.feed(&mut this.input, &mut this.output);
+                if this.output.len() > before {
+                    continue;
+                }
             }
             if this.eof || (this.framer.is_pass() && this.input.is_empty()) {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -525,6 +648,25 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
 }
 
 impl<S> Guarded<S> {
+    /// While an upgrade awaits its answer, look at the status line being written.
+    fn watch<'b>(&mut self, written: impl Iterator<Item = &'b [u8]>) {
+        if self.framer.state != State::Switch {
+            return;
+        }
+        for chunk in written {
+            let take = chunk.len().min(12 - self.status.len());
+            self.status.extend_from_slice(&chunk[..take]);
+            if self.status.len() == 12 {
+                self.framer.answered(&self.status);
+                self.status = Vec::new();
+                if let Some(w) = self.reader.take() {
+                    w.wake();
+                }
+                return;
+            }
+        }
+    }
+
     /// Note whether a write finished; when a blocked one finishes, poll again so an
     /// idle connection can park.
     fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<T>) -> Poll<T> {
@@ -545,6 +687,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.watch(std::iter::once(&buf[..n]));
+        }
         this.track(cx, r)
     }
     fn poll_write_vectored(
@@ -554,6 +699,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            let mut left = n;
+            this.watch(bufs.iter().map(|b| {
+                let k = b.len().min(left);
+                left -= k;
+                &b[..k]
+            }));
+        }
         this.track(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
@@ -666,18 +819,103 @@ mod tests {
     }
 
     #[test]
-    fn h2_upgrades_and_garbage_pass_through() {
+    fn h2_passes_upgrades_await_their_answer_and_garbage_is_refused() {
         let (_, s) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0", 4);
         assert_eq!(s, State::Pass);
-        let (_, s) = run(
+        let (out, s) = run(
             b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nframes",
             4,
         );
-        assert_eq!(s, State::Pass);
-        let (out, s) = run(b"GET\0 / HTTP/1.1\r\n\r\n", 4);
-        assert_eq!(
-            (out.as_slice(), s),
-            (&b"GET\0 / HTTP/1.1\r\n\r\n"[..], State::Pass)
+        assert_eq!(s, State::Switch);
+        assert!(
+            out.ends_with(b"upgrade\r\n\r\n"),
+            "frames wait for the answer"
         );
+        let (out, s) = run(b"GET\0 / HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n", 4);
+        assert_eq!(s, State::Refused);
+        assert_eq!(
+            out, b"GET\0",
+            "hyper judges the bad head; nothing after it is passed"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_passes_through_only_after_a_101() {
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut f = Framer::new(65536);
+        assert_eq!(f.scan(ws), ws.len());
+        assert_eq!(f.state, State::Switch);
+        f.answered(b"HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            f.state,
+            State::Head,
+            "refused: the next bytes are a request head"
+        );
+        assert_eq!(f.scan(ws), ws.len());
+        f.answered(b"HTTP/1.1 101 Switching Protocols");
+        assert!(f.is_pass());
+    }
+
+    #[test]
+    fn a_parking_round_holds_an_upgrade_head_for_a_full_round() {
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut f = Framer::new(65536);
+        f.hold = true;
+        assert_eq!(f.scan(ws), 0);
+        let (mut input, mut output) = (BytesMut::from(&ws[..]), BytesMut::new());
+        f.feed(&mut input, &mut output);
+        assert!(output.is_empty() && f.held_upgrade);
+        f.hold = false;
+        f.feed(&mut input, &mut output);
+        assert_eq!((&output[..], f.state), (&ws[..], State::Switch));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused_not_passed() {
+        let long_chunk = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\nx\r\n0\r\n\r\n",
+            "e".repeat(5000)
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(65536));
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\nabc",
+            long_chunk.as_bytes(),
+        ] {
+            let what = String::from_utf8_lossy(&bad[..bad.len().min(80)]);
+            for step in [1, 7, bad.len()] {
+                let (out, state) = run(bad, step);
+                assert_eq!(state, State::Refused, "step {step}: {what}");
+                assert!(out.ends_with(REFUSE), "step {step}: {what}");
+            }
+        }
+        // A head over the limit: refused whole, or (arriving in pieces) handed to hyper,
+        // which answers 431 for a buffer past its limit; nothing after it passes.
+        let (out, state) = run(big.as_bytes(), big.len());
+        assert_eq!((state, out.ends_with(REFUSE)), (State::Refused, true));
+        let (_, state) = run(big.as_bytes(), 4096);
+        assert_eq!(state, State::Refused);
+    }
+
+    #[test]
+    fn a_broken_h2_preface_closes_without_an_answer() {
+        for bad in [
+            &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+            b"PRI / HTTP/1.1\r\n\r\n",
+        ] {
+            let (_, state) = run(bad, 3);
+            assert_eq!(state, State::Closed, "{}", String::from_utf8_lossy(bad));
+        }
+        let (_, state) = run(b"PRI * HTTP/2.0\r\n", 3);
+        assert_eq!(state, State::Head, "a partial preface waits");
     }
 }
