@@ -8,7 +8,7 @@ mod attempt;
 mod body;
 mod error;
 mod forward;
-mod framing;
+pub mod framing;
 mod headers;
 mod look;
 mod retry;
