@@ -53,14 +53,18 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
             _ = stopped(&mut stop) => return,
         };
         let admin = admin.clone();
+        // The proxy listeners' header timeout bounds a slow or silent admin client too.
+        let wait = admin.state.load().server.header_timeout;
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(handle(req, &admin).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(wait);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -90,6 +90,7 @@ pub struct FileTls {
 pub struct FileServer {
     pub header_timeout: Option<SpanStr>,
     pub body_timeout: Option<SpanStr>,
+    pub send_timeout: Option<SpanStr>,
     pub drain_timeout: Option<SpanStr>,
     pub max_header_bytes: Option<Spanned<u64>>,
     pub max_uri_bytes: Option<Spanned<u64>>,

@@ -29,6 +29,9 @@ use crate::routing::Route;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest pause between two reads of a request body (nginx `client_body_timeout`).
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a response write to the client may wait for the client to read (nginx
+/// `send_timeout`): a client that stops reading is dropped, and so is its upstream.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request header section; larger gets 431 (nginx allows 4 × 8 KiB, Frappe's bench raises it to 4 × 32 KiB).
@@ -137,6 +140,7 @@ pub struct Listener {
 pub struct ServerSettings {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub send_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,

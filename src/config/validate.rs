@@ -90,6 +90,11 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             "body_timeout",
             DEFAULT_BODY_TIMEOUT,
         ),
+        send_timeout: cx.duration(
+            &file.server.send_timeout,
+            "send_timeout",
+            DEFAULT_SEND_TIMEOUT,
+        ),
         drain_timeout: cx.duration(
             &file.server.drain_timeout,
             "drain_timeout",

@@ -106,7 +106,8 @@ pub(super) async fn exchange(
                     meta.upstream_time = Some(took);
                     endpoint.stats.observe_latency(took);
                     passive_success(pool, endpoint, resp.status(), cx);
-                    let resp = respond(resp, lease, on_client.take(), route, cx);
+                    let idle = pool.read_timeout();
+                    let resp = respond(resp, lease, on_client.take(), route, idle, cx);
                     return Ok((resp, Some(in_flight)));
                 }
                 Err(e) => e,
@@ -174,6 +175,7 @@ fn respond(
     lease: Option<Lease>,
     on_client: Option<OnUpgrade>,
     route: &Route,
+    idle: Duration,
     cx: &Ctx<'_>,
 ) -> Response<ProxyBody> {
     let snap = cx.snap;
@@ -194,13 +196,13 @@ fn respond(
             snap.server.tunnel_idle_timeout,
             snap.metrics.clone(),
         ));
-        return Response::from_parts(rp, ProxyBody::upstream(rb, None, None));
+        return Response::from_parts(rp, ProxyBody::upstream(rb, None, None, idle));
     }
     for (k, v) in &route.add_response_headers {
         rp.headers.append(k, v.clone());
     }
     let deadline = route.timeout.map(|t| cx.started + t);
-    Response::from_parts(rp, ProxyBody::upstream(rb, lease, deadline))
+    Response::from_parts(rp, ProxyBody::upstream(rb, lease, deadline, idle))
 }
 
 /// Account for a failed attempt and decide, by the retry rule, whether another may

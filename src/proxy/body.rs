@@ -164,6 +164,8 @@ pub struct Finish {
     pub bytes_in: Arc<AtomicU64>,
     pub started: Instant,
     pub in_flight: Option<InFlight>,
+    /// The connection's count of requests in flight, decremented when this one ends.
+    pub busy: Option<Busy>,
     /// Request counter and duration histogram of the route, if one matched.
     pub metrics: Option<(
         prometheus_client::metrics::counter::Counter,
@@ -171,9 +173,27 @@ pub struct Finish {
     )>,
 }
 
+/// One request in flight on its client connection (see `proxy::Conn::busy`).
+#[derive(Debug)]
+pub struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    pub fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Busy(Arc::clone(count))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Finish {
     fn complete(mut self, bytes_out: u64) {
         drop(self.in_flight.take());
+        drop(self.busy.take());
         if let Some((count, hist)) = self.metrics.take() {
             count.inc();
             if let Some(h) = hist {
@@ -202,6 +222,12 @@ pub struct ProxyBody {
     /// The upstream connection this body is read from, when this task drives it.
     lease: Option<Lease>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Longest wait for the next piece of the upstream body (the pool's `read_timeout`).
+    idle: Duration,
+    /// Runs while the upstream body is awaited; allocated the first time it is.
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `idle_timer` runs for the current wait.
+    waiting: bool,
     bytes: u64,
     finish: Option<Finish>,
 }
@@ -213,17 +239,29 @@ impl ProxyBody {
             source: Source::Fixed(Some(b.into())),
             lease: None,
             deadline: None,
+            idle: Duration::MAX,
+            idle_timer: None,
+            waiting: false,
             bytes: 0,
             finish: None,
         }
     }
 
-    /// The upstream's body; `lease` is the connection it arrives on, if this task drives it.
-    pub fn upstream(b: Incoming, lease: Option<Lease>, deadline: Option<Instant>) -> Self {
+    /// The upstream's body; `lease` is the connection it arrives on, if this task drives
+    /// it. The body fails if the upstream sends nothing for `idle`.
+    pub fn upstream(
+        b: Incoming,
+        lease: Option<Lease>,
+        deadline: Option<Instant>,
+        idle: Duration,
+    ) -> Self {
         ProxyBody {
             source: Source::Upstream(b),
             lease,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            idle,
+            idle_timer: None,
+            waiting: false,
             bytes: 0,
             finish: None,
         }
@@ -231,6 +269,24 @@ impl ProxyBody {
 
     pub fn set_finish(&mut self, f: Finish) {
         self.finish = Some(f);
+    }
+
+    /// The upstream has sent nothing for `idle` since this wait began.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(at) = Instant::now().checked_add(self.idle) else {
+            return false;
+        };
+        let timer = match &mut self.idle_timer {
+            Some(t) => t,
+            None => self
+                .idle_timer
+                .insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        if !self.waiting {
+            timer.as_mut().reset(at);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 
     fn done(&mut self) {
@@ -277,6 +333,14 @@ impl Body for ProxyBody {
                 Pin::new(inc).poll_frame(cx).map_err(BodyError::Upstream)
             }
         };
+        if res.is_ready() {
+            this.waiting = false;
+        } else if matches!(this.source, Source::Upstream(_)) && this.stalled(cx) {
+            tracing::warn!(idle = ?this.idle, "upstream sent nothing within read_timeout while streaming the response; aborting");
+            this.lease = None;
+            this.done();
+            return Poll::Ready(Some(Err(BodyError::UpstreamIdle)));
+        }
         match &res {
             Poll::Ready(Some(Ok(f))) => this.bytes += f.data_ref().map_or(0, |d| d.len() as u64),
             Poll::Ready(None) => {

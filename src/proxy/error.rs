@@ -53,6 +53,8 @@ pub enum BodyError {
     Upstream(#[source] hyper::Error),
     #[error("route timeout expired while streaming the response")]
     Deadline,
+    #[error("upstream sent no body data within read_timeout")]
+    UpstreamIdle,
 }
 
 impl ProxyError {

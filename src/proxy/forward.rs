@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::attempt;
-use super::body::{Finish, ProxyBody};
+use super::body::{Busy, Finish, ProxyBody};
 use super::error::{Blame, ProxyError};
 use super::look;
 use super::shape;
@@ -52,6 +52,7 @@ pub(super) struct Meta {
 /// Serve one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ProxyBody> {
     let started = Instant::now();
+    let busy = Busy::new(&conn.busy);
     let snap = shared.state.load();
     let trusted = snap
         .listeners
@@ -132,6 +133,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         bytes_in,
         started,
         in_flight,
+        busy: Some(busy),
         metrics,
     });
     resp

@@ -405,10 +405,16 @@ pub struct Guarded<S> {
     status: Vec<u8>,
     /// The read side waiting for that answer.
     reader: Option<std::task::Waker>,
+    /// Longest a write may wait for the client to read (`send_timeout`).
+    send_timeout: std::time::Duration,
+    /// Runs while a write waits; allocated the first time one does.
+    send_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Requests in flight on this connection (see `proxy::Conn::busy`).
+    busy: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, max_head: usize) -> Self {
+    pub fn new(inner: S, max_head: usize, send_timeout: std::time::Duration) -> Self {
         Guarded {
             inner,
             framer: Framer::new(max_head),
@@ -422,7 +428,15 @@ impl<S> Guarded<S> {
             idle_armed: false,
             status: Vec::new(),
             reader: None,
+            send_timeout,
+            send_timer: None,
+            busy: None,
         }
+    }
+
+    /// Count of the connection's requests in flight; it never parks while one is.
+    pub fn set_busy(&mut self, busy: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        self.busy = Some(busy);
     }
 
     /// Start a round: with `park`, idleness between requests ends it.
@@ -593,7 +607,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
 impl<S: AsyncRead + Unpin> Guarded<S> {
     /// Whether the connection idles between requests in a parking round.
     fn idle(&self) -> bool {
-        self.park && !self.write_blocked && self.input.is_empty() && self.framer.at_boundary()
+        let busy = self
+            .busy
+            .as_ref()
+            .is_some_and(|b| b.load(std::sync::atomic::Ordering::Acquire) > 0);
+        self.park
+            && !busy
+            && !self.write_blocked
+            && self.input.is_empty()
+            && self.framer.at_boundary()
     }
 
     /// Read from the socket into `buf`; `false` when the connection parked instead.
@@ -668,11 +690,32 @@ impl<S> Guarded<S> {
     }
 
     /// Note whether a write finished; when a blocked one finishes, poll again so an
-    /// idle connection can park.
-    fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<T>) -> Poll<T> {
+    /// idle connection can park. A write that waits longer than `send_timeout` for the
+    /// client to read fails, which ends the connection (and with it the upstream
+    /// exchange).
+    fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         let blocked = r.is_pending();
         if self.write_blocked && !blocked && self.park {
             cx.waker().wake_by_ref();
+        }
+        if blocked {
+            let deadline = tokio::time::Instant::now() + self.send_timeout;
+            let timer = match &mut self.send_timer {
+                Some(t) => t,
+                None => self
+                    .send_timer
+                    .insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            if !self.write_blocked {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                self.write_blocked = false;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client did not read within send_timeout",
+                )));
+            }
         }
         self.write_blocked = blocked;
         r

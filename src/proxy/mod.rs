@@ -18,6 +18,7 @@ mod tunnel;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -62,6 +63,10 @@ pub struct Conn {
     pub scheme: &'static str,
     /// The peer's address as a header value, formatted once per connection.
     pub peer_ip: http::HeaderValue,
+    /// Requests of this connection whose response has not ended: while there are any,
+    /// the connection is not idle (the framing guard must not park it, so an end of
+    /// input hyper sees is the client's, and aborts the request).
+    pub busy: Arc<AtomicUsize>,
 }
 
 impl Conn {
@@ -71,20 +76,22 @@ impl Conn {
             local,
             scheme,
             peer_ip: headers::ip_value(peer.ip().to_canonical()),
+            busy: Arc::default(),
         }
     }
 }
 
 /// The HTTP/1.1 builder of a connection's rounds (see `serve_io`): the head timeout
-/// and bound of `[server]`, and half-close allowed, so hyper never reads ahead while a
-/// request is in flight (the end of input it sees between requests is the guard's).
+/// and bound of `[server]`. Half-close is not allowed: a client that closes while its
+/// request is in flight aborts it (and the upstream exchange), as in nginx. The end
+/// of input the guard reports to park a connection comes only between requests.
 pub fn h1_builder(s: &ServerSettings) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(s.header_timeout)
         .max_buf_size(s.max_header_bytes)
         .keep_alive(true)
-        .half_close(true);
+        .half_close(false);
     b
 }
 
@@ -127,6 +134,7 @@ where
     let snap = shared.state.load();
     let state = shared.state.clone();
     let tls = conn.scheme == "https";
+    let busy = conn.busy.clone();
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -146,7 +154,8 @@ where
         };
         fut
     });
-    let mut io = framing::Guarded::new(io, snap.server.max_header_bytes);
+    let mut io = framing::Guarded::new(io, snap.server.max_header_bytes, snap.server.send_timeout);
+    io.set_busy(busy);
     let idle = snap.server.header_timeout;
     let open = GaugeGuard::new(&snap.metrics.connections_open);
     let parked_gauge = snap.metrics.connections_parked.clone();

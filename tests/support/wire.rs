@@ -53,7 +53,7 @@ pub enum Step {
     Sleep(Duration),
     /// Close the connection.
     Close,
-    /// Never answer (until the test ends).
+    /// Never answer; read until the peer closes (counted in `closed`).
     Hang,
     /// Echo every byte that follows back (a tunnel after `101`).
     Echo,
@@ -72,6 +72,7 @@ pub struct WireBackend {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<WireRequest>>>,
     conns: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -94,19 +95,25 @@ impl WireBackend {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let script: Script = Arc::new(script);
-        let (r, c) = (requests.clone(), conns.clone());
+        let (r, c, d) = (requests.clone(), conns.clone(), closed.clone());
         let task = tokio::spawn(async move {
             let mut peers = Vec::new();
             while let Ok((s, _)) = listener.accept().await {
                 let n = c.fetch_add(1, Ordering::SeqCst);
-                peers.push(tokio::spawn(serve(s, n, r.clone(), script.clone())));
+                let (r, script, d) = (r.clone(), script.clone(), d.clone());
+                peers.push(tokio::spawn(async move {
+                    serve(s, n, r, script).await;
+                    d.fetch_add(1, Ordering::SeqCst);
+                }));
             }
         });
         WireBackend {
             addr,
             requests,
             conns,
+            closed,
             task,
         }
     }
@@ -118,6 +125,11 @@ impl WireBackend {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.conns.load(Ordering::SeqCst)
+    }
+
+    /// Connections that ended (closed by the peer, or by a script step).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Wait (bounded) until `n` requests have arrived; returns the `n`th.
@@ -154,7 +166,11 @@ async fn serve(mut s: TcpStream, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>
                 }
                 Step::Sleep(d) => tokio::time::sleep(d).await,
                 Step::Close => return,
-                Step::Hang => std::future::pending::<()>().await,
+                Step::Hang => {
+                    let mut sink = [0u8; 4096];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                    return;
+                }
                 Step::Echo => {
                     let (mut r, mut w) = s.split();
                     let _ = w.write_all(&buf).await;
