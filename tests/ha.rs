@@ -546,75 +546,147 @@ async fn consecutive_5xx_eject_when_configured() {
     proxy.stop().await;
 }
 
-/// A backend that answers one request per connection (keep-alive framing, no
-/// `Connection: close`) and then closes the connection after `linger`, as a server
-/// whose keep-alive timeout is shorter than the proxy's does. Counts requests.
-async fn closing_backend(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// A keep-alive backend like gunicorn: it serves requests on a connection until the
+/// connection has idled for `keepalive`, then closes it, optionally announcing
+/// `Keep-Alive: timeout=N`. With `keepalive` zero it closes right after each answer
+/// without saying so (the worst case for a proxy). Counts requests and connections.
+async fn keepalive_backend(
+    keepalive: Duration,
+    announce: Option<u64>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
+    let (hits, conns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, opened) = (hits.clone(), conns.clone());
+    let answer = match announce {
+        Some(n) => {
+            format!("HTTP/1.1 200 OK\r\nkeep-alive: timeout={n}\r\ncontent-length: 2\r\n\r\nok")
+        }
+        None => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned(),
+    };
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let counted = counted.clone();
+            opened.fetch_add(1, Ordering::SeqCst);
+            let (counted, answer) = (counted.clone(), answer.clone());
             tokio::spawn(async move {
-                if read_message(&mut s, &mut Vec::new()).await.is_none() {
-                    return;
+                let mut pending = Vec::new();
+                loop {
+                    let wait = keepalive.max(Duration::from_millis(1));
+                    let next = tokio::time::timeout(wait, read_message(&mut s, &mut pending));
+                    let Ok(Some(_)) = next.await else { return };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    if keepalive.is_zero() {
+                        return;
+                    }
                 }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(linger).await;
             });
         }
     });
-    (addr, hits)
+    (addr, hits, conns)
+}
+
+fn write_or_read(i: usize) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let builder = match i % 3 {
+        0 => http::Request::get("/api/method/frappe.client.get_list"),
+        _ => http::Request::post("/api/method/frappe.client.insert"),
+    };
+    builder
+        .body(http_body_util::Full::from(r#"{"doc":1}"#))
+        .unwrap()
+}
+
+async fn send_to(proxy: &Proxy, req: http::Request<http_body_util::Full<bytes::Bytes>>) -> Got {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = proxy.url(parts.uri.path()).parse().unwrap();
+    send(http::Request::from_parts(parts, body)).await
+}
+
+fn keepalive_config(addr: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\n{extra}\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    )
 }
 
 #[tokio::test]
-async fn writes_on_connections_the_server_closed_while_idle_are_sent_once() {
-    // The server closes every connection right after its answer, or shortly after.
-    // A write must never meet such a close (it cannot be sent again, and its outcome
-    // would be unknown), and a read that meets one is sent again on a new connection:
-    // every request is answered 200 and reaches the server exactly once.
-    for linger in [Duration::ZERO, Duration::from_millis(30)] {
-        let (addr, hits) = closing_backend(linger).await;
-        let proxy = Proxy::start(&format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\nkeepalive = 8\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-        ))
-        .await;
-        for i in 0..30 {
-            // Writes, and reads, which may use pooled connections.
-            let got = if i % 3 == 0 {
-                get(&proxy.url("/api/method/frappe.client.get_list")).await
-            } else {
-                post(
-                    &proxy.url("/api/method/frappe.client.insert"),
-                    "application/json",
-                    r#"{"doc":1}"#,
-                )
-                .await
-            };
-            assert_eq!(
-                got.status, 200,
-                "request {i} (linger {linger:?}): {}",
-                got.body
-            );
-            assert_eq!(got.body, "ok");
-            if i % 2 == 1 {
-                // Let the server's close arrive while the connection idles in the pool.
-                tokio::time::sleep(linger + Duration::from_millis(20)).await;
-            }
-        }
+async fn writes_reuse_keepalive_connections_retired_before_the_server_closes_them() {
+    // The server keeps connections 300 ms; the proxy retires them after 100 ms. Pauses
+    // of 150 ms and none alternate, so requests meet both warm and retired connections.
+    let (addr, hits, conns) = keepalive_backend(Duration::from_millis(300), None).await;
+    let proxy = Proxy::start(&keepalive_config(addr, "idle_timeout = \"100ms\"")).await;
+    for i in 0..30 {
+        let got = send_to(&proxy, write_or_read(i)).await;
         assert_eq!(
-            hits.load(Ordering::SeqCst),
-            30,
-            "a request was sent twice or lost"
+            (got.status.as_u16(), got.body.as_str()),
+            (200, "ok"),
+            "request {i}"
         );
-        proxy.stop().await;
+        if i % 5 == 4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
     }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        30,
+        "a request was sent twice or lost"
+    );
+    let opened = conns.load(Ordering::SeqCst);
+    assert!(
+        opened <= 8,
+        "writes reuse connections: {opened} opened for 30 requests"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_announced_keepalive_shortens_the_idle_time() {
+    // Default idle_timeout (1.5 s), but the server says `timeout=1` and closes after
+    // 1 s: connections are retired at 750 ms, so a write after 900 ms never meets the close.
+    let (addr, hits, conns) = keepalive_backend(Duration::from_secs(1), Some(1)).await;
+    let proxy = Proxy::start(&keepalive_config(addr, "")).await;
+    for i in 1..=3 {
+        let got = send_to(&proxy, write_or_read(i)).await;
+        assert_eq!(got.status, 200, "request {i}: {}", got.body);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        3,
+        "each write on a new connection"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_that_loses_the_keepalive_race_is_502_unknown_and_never_sent_twice() {
+    // The worst case: the server closes every connection right after its answer without
+    // saying so. Reads are sent again on a new connection; a write that meets the close
+    // is answered 502 with its outcome unknown, and is never applied twice.
+    let (addr, hits, _) = keepalive_backend(Duration::ZERO, None).await;
+    let proxy = Proxy::start(&keepalive_config(addr, "")).await;
+    let mut ok = 0;
+    for i in 0..30 {
+        let got = send_to(&proxy, write_or_read(i)).await;
+        match got.status.as_u16() {
+            200 => ok += 1,
+            502 if i % 3 != 0 => {
+                assert_eq!(
+                    got.headers["x-switchyard-outcome"], "unknown",
+                    "{}",
+                    got.body
+                );
+            }
+            s => panic!("request {i}: {s} {}", got.body),
+        }
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        ok,
+        "every request applied at most once"
+    );
+    proxy.stop().await;
 }
 
 /// By default nothing is sent again after a read timeout: not a DELETE (Frappe commits

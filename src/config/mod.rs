@@ -51,10 +51,15 @@ pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time from sending the request head to the upstream's response head (nginx `proxy_read_timeout`).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an idle upstream keep-alive connection is kept.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle upstream connections kept per server (nginx `keepalive`).
-pub const DEFAULT_KEEPALIVE: usize = 32;
+/// How long an idle upstream keep-alive connection is kept: below the 2 s keep-alive
+/// of gunicorn (Frappe's app server), so a connection is retired before the server may
+/// close it under a request being written. A server's `Keep-Alive: timeout=N` can only
+/// shorten it (to three quarters of N).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Idle upstream connections kept per server (nginx `keepalive`): room for the steady
+/// concurrency of a busy server, so it does not reconnect; extras age out in
+/// `idle_timeout`.
+pub const DEFAULT_KEEPALIVE: usize = 256;
 /// Largest weight of one server; keeps the round-robin schedule small.
 pub const MAX_WEIGHT: u32 = 1000;
 /// Quiet time after the last file event before a watched config is reloaded.

@@ -78,18 +78,19 @@ pub(super) async fn exchange(
             }
             tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
         }
-        // A pooled keep-alive connection is used only by a request that may be sent
-        // again. A server can close an idle connection just as a request is written to
-        // it, and then nobody knows whether it was read: a write therefore always goes
-        // on a new connection, and an idempotent request that meets such a close is
-        // sent once more, on a new connection to the same server (the retry rule).
+        // Every request may take a pooled keep-alive connection. Idle connections are
+        // retired before the server's keep-alive ends (`idle_timeout`, or what the server
+        // announces) and checked for a close at checkout, so a server closing one just as
+        // a request is written is rare; when it happens, the retry rule decides: a safe
+        // request goes again on a new connection, a write is answered 502 with its
+        // outcome unknown, never sent twice.
         let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
         let kind = (pool.cfg.tls.is_some(), pool.cfg.upstream_h2);
         let keep = may_retry || resendable;
         let (mut req, mut give_back) = build(&mut parts, keep, endpoint, &mut source, kind, cx);
         let in_flight = endpoint.acquire(&pool.freed);
         let upgrade = on_client.is_some();
-        let mut reuse = resendable;
+        let mut reuse = true;
         let e = loop {
             let sent = send(
                 pool,

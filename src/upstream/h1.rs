@@ -20,6 +20,7 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -151,6 +152,9 @@ pub struct H1Pool {
     idle: Option<Slots<Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// The server's own keep-alive timeout in ms, learned from `Keep-Alive: timeout=N`
+    /// (0: not announced). Idle connections are retired at three quarters of it.
+    announced_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for H1Pool {
@@ -177,6 +181,31 @@ impl H1Pool {
             idle: (keepalive > 0).then(|| Slots::new(keepalive)),
             connect_timeout,
             idle_timeout,
+            announced_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// How long a connection may idle before it is retired: `idle_timeout`, or less
+    /// when the server announced a shorter keep-alive.
+    fn max_idle(&self) -> Duration {
+        match self.announced_ms.load(Ordering::Relaxed) {
+            0 => self.idle_timeout,
+            ms => self.idle_timeout.min(Duration::from_millis(ms * 3 / 4)),
+        }
+    }
+
+    /// Note a `Keep-Alive: timeout=N` (seconds) from the server.
+    fn learn(&self, headers: &http::HeaderMap) {
+        let Some(v) = headers.get("keep-alive").and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let secs = v
+            .split(',')
+            .filter_map(|p| p.trim().strip_prefix("timeout="))
+            .find_map(|n| n.trim().parse::<u64>().ok());
+        if let Some(s) = secs {
+            self.announced_ms
+                .store(s.saturating_mul(1000).max(1), Ordering::Relaxed);
         }
     }
 
@@ -194,8 +223,9 @@ impl H1Pool {
     /// A pooled connection ready for a request, dropping expired and closed ones.
     fn checkout(&self) -> Option<Box<Conn>> {
         let q = self.idle.as_ref()?;
+        let max_idle = self.max_idle();
         while let Some(mut c) = q.pop() {
-            if c.since.elapsed() < self.idle_timeout && c.poke() && c.tx.is_ready() {
+            if c.since.elapsed() < max_idle && c.poke() && c.tx.is_ready() {
                 return Some(c);
             }
         }
@@ -214,7 +244,8 @@ impl H1Pool {
     /// Close idle connections that expired or that the server closed.
     pub fn sweep(&self) {
         let Some(q) = self.idle.as_ref() else { return };
-        q.retain(|c| c.since.elapsed() < self.idle_timeout && c.poke());
+        let max_idle = self.max_idle();
+        q.retain(|c| c.since.elapsed() < max_idle && c.poke());
     }
 
     /// A TCP (and, for TLS pools, TLS) connection to the server within the connect timeout.
@@ -308,6 +339,7 @@ impl H1Pool {
             .await;
             match res {
                 Ok(resp) => {
+                    self.learn(resp.headers());
                     let conn = (!ended).then_some(conn);
                     let lease = Lease {
                         conn,
