@@ -52,10 +52,6 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     /// This generation's metric handles (no label lookups on the request path).
     pub prepared: Arc<Prepared>,
-    /// How client connections are served (header limits and timeouts of `[server]`).
-    pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
-    /// HTTP/1.1 rounds of a connection.
-    pub h1: Arc<hyper::server::conn::http1::Builder>,
     /// Bearer token for admin changes.
     pub admin_token: Option<Arc<str>>,
 }
@@ -114,8 +110,6 @@ impl Snapshot {
             server: config.server.clone(),
             metrics,
             prepared,
-            builder: Arc::new(crate::proxy::builder(&config.server)),
-            h1: Arc::new(crate::proxy::h1_builder(&config.server)),
             admin_token: config.admin.token.as_deref().map(Arc::from),
         }
     }
@@ -131,8 +125,6 @@ impl Snapshot {
             server: self.server.clone(),
             metrics: self.metrics.clone(),
             prepared: self.prepared.clone(),
-            builder: self.builder.clone(),
-            h1: self.h1.clone(),
             admin_token: self.admin_token.clone(),
         }
     }

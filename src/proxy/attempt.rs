@@ -23,14 +23,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::body::{ProxyBody, RequestBody, Unsent};
+use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::forward::{Ctx, Meta};
 use super::{headers, retry, shape, tunnel};
 use crate::config::HashKey;
 use crate::health::Event;
 use crate::routing::Route;
-use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool, SendError};
+use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool, RequestBody, SendError, Unsent};
 
 /// Most servers tried for one request (bounded by the pool's `attempts`).
 const MAX_TRIED: usize = 8;

@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::upstream::SendError;
+use crate::upstream::{BodyError, SendError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,21 +40,6 @@ pub enum ProxyError {
     /// A reused keep-alive connection ended before any answer (see `SendError::Stale`).
     #[error("upstream closed a reused connection")]
     Stale(#[source] BoxError),
-}
-
-/// Errors raised inside the streaming bodies.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("client body read failed")]
-    Client(#[source] hyper::Error),
-    #[error("client sent no body data for too long")]
-    ClientTimeout,
-    #[error("upstream body read failed")]
-    Upstream(#[source] hyper::Error),
-    #[error("route timeout expired while streaming the response")]
-    Deadline,
-    #[error("upstream sent no body data within read_timeout")]
-    UpstreamIdle,
 }
 
 impl ProxyError {

@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-pub use body::{ProxyBody, RequestBody};
-pub use error::{BodyError, ProxyError};
+pub use body::ProxyBody;
+pub use error::ProxyError;
 
 use crate::access::AccessLog;
 use crate::config::ServerSettings;
@@ -132,7 +132,6 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let snap = shared.state.load();
-    let state = shared.state.clone();
     let tls = conn.scheme == "https";
     let busy = conn.busy.clone();
     let conn = Arc::new(conn);
@@ -157,6 +156,9 @@ where
     let mut io = framing::Guarded::new(io, snap.server.max_header_bytes, snap.server.send_timeout);
     io.set_busy(busy);
     let idle = snap.server.header_timeout;
+    // How this connection is served: the `[server]` settings current when it arrived.
+    let settings = snap.server.clone();
+    let h1 = h1_builder(&settings);
     let open = GaugeGuard::new(&snap.metrics.connections_open);
     let parked_gauge = snap.metrics.connections_parked.clone();
     drop(snap);
@@ -165,6 +167,7 @@ where
         let _open = open;
         // Held while the connection is parked (between rounds).
         let mut _parked: Option<GaugeGuard> = None;
+        let h1 = &h1;
         loop {
             let next = std::future::poll_fn(|cx| io.poll_next_round(cx));
             let round = tokio::select! {
@@ -177,17 +180,15 @@ where
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
             };
-            let snap = state.load();
             let drain = &mut drain;
             // Each round is boxed: its hyper connection lives on the heap only while the
             // round runs, and a parked connection's task stays small.
             if round == framing::Round::Full {
                 io.set_park(false);
                 let svc = svc.clone();
+                let full = builder(&settings);
                 return Box::pin(async move {
-                    let c = snap
-                        .builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    let c = full.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     tokio::pin!(c);
                     let (r, _) = until_done(drain, |cx, shut| {
                         if shut {
@@ -205,8 +206,7 @@ where
             io.set_park(true);
             let svc = svc.clone();
             let back = Box::pin(async move {
-                let mut c = snap.h1.serve_connection(TokioIo::new(io), svc);
-                drop(snap);
+                let mut c = h1.serve_connection(TokioIo::new(io), svc);
                 let (ended, draining) = until_done(drain, |cx, shut| {
                     if shut {
                         std::pin::Pin::new(&mut c).graceful_shutdown();

@@ -33,9 +33,9 @@ use tokio::time::Instant;
 
 use rustls::pki_types::ServerName;
 
+use super::RequestBody;
 use super::slots::Slots;
 use crate::config::UpstreamTls;
-use crate::proxy::RequestBody;
 
 type Io = TokioIo<Stream>;
 

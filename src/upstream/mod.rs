@@ -7,6 +7,7 @@
 //! request path only reads views and bumps atomics.
 
 mod balance;
+mod body;
 mod budget;
 mod h1;
 mod slots;
@@ -24,12 +25,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
 pub use balance::{PickKey, PoolView, hash_of};
+pub use body::{BodyError, RequestBody, Unsent};
 pub use budget::RetryBudget;
 pub use h1::{H1Pool, Lease, SendError};
 pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
 
 use crate::config::PoolConfig;
-use crate::proxy::RequestBody;
 
 /// The HTTP/2 client of one server (pools with `upstream_h2`). Plain and TLS HTTP/1.1
 /// go through the server's own connections ([`H1Pool`]).
