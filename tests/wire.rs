@@ -320,3 +320,140 @@ async fn websocket_upgrade_as_the_second_request_on_a_keepalive_connection() {
     assert_eq!(up.values("connection"), ["upgrade"]);
     p.stop().await;
 }
+
+/// One request, sent by an HTTP/1.0, an HTTP/1.1 and an HTTP/2 client: the backend gets
+/// the same request line and header lines from all three (only the request id differs).
+#[tokio::test]
+async fn the_same_request_goes_out_alike_from_http10_http11_and_http2_clients() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    h1(
+        &p,
+        b"GET /app/sales-order?x=1 HTTP/1.0\r\nHost: erp.test\r\nX-Frappe-CSRF-Token: t\r\n\r\n",
+    )
+    .await;
+    h1(
+        &p,
+        b"GET /app/sales-order?x=1 HTTP/1.1\r\nHost: erp.test\r\nX-Frappe-CSRF-Token: t\r\n\r\n",
+    )
+    .await;
+    let req = Request::get("http://erp.test/app/sales-order?x=1")
+        .header("x-frappe-csrf-token", "t")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(h2_send(p.addr(), req).await, 200);
+    let seen: Vec<(String, Vec<String>)> = (1..=3)
+        .map(|i| {
+            let r = b.requests()[i - 1].clone();
+            let mut lines: Vec<String> = r
+                .headers
+                .iter()
+                .filter(|l| !l.starts_with("x-request-id:"))
+                .cloned()
+                .collect();
+            lines.sort();
+            (r.line, lines)
+        })
+        .collect();
+    assert_eq!(seen[0].0, "GET /app/sales-order?x=1 HTTP/1.1");
+    assert_eq!(seen[0], seen[1], "HTTP/1.0 and HTTP/1.1 clients");
+    assert_eq!(seen[1], seen[2], "HTTP/1.1 and HTTP/2 clients");
+    assert!(seen[0].1.contains(&"host: erp.test".to_owned()));
+    p.stop().await;
+}
+
+fn tls_backend_config(dir: &std::path::Path) -> std::sync::Arc<rustls::ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["app.internal".to_owned()]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("app.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("app.key"), ck.signing_key.serialize_pem()).unwrap();
+    switchyard::tls::server_config(&[(dir.join("app.pem"), dir.join("app.key"))]).unwrap()
+}
+
+/// TLS pools use the same upstream client as plain ones: origin form, Host as sent.
+#[tokio::test]
+async fn tls_upstreams_get_the_same_bytes_as_plain_ones() {
+    let dir = std::env::temp_dir().join(format!("switchyard-wire-tls-{}", std::process::id()));
+    let b = WireBackend::tls(tls_backend_config(&dir), |_| ok()).await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[pools.p.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr,
+        dir.join("app.pem").display()
+    ))
+    .await;
+    let got = h1(
+        &p,
+        b"GET http://erp.test:8000/api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /api/method/ping HTTP/1.1");
+    assert_eq!(r.values("host"), ["erp.test:8000"]);
+    // Keep-alive: a second request reuses the TLS connection.
+    h1(&p, b"GET /two HTTP/1.1\r\nHost: erp.test\r\n\r\n").await;
+    assert_eq!((b.nth(2).await.conn, b.connections()), (0, 1));
+    p.stop().await;
+}
+
+/// An HTTP/2 upstream gets `:authority` equal to the client's Host and no `host` field.
+#[tokio::test]
+async fn h2_upstreams_get_the_host_as_authority_and_no_host_field() {
+    use std::sync::{Arc, Mutex};
+    // (authority, whether a `host` field came, path) per request.
+    type Seen = Vec<(Option<String>, bool, String)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let record = record.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                record.lock().unwrap().push((
+                    req.uri().authority().map(|a| a.to_string()),
+                    req.headers().contains_key("host"),
+                    req.uri().path().to_owned(),
+                ));
+                async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\nupstream_h2 = true\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    ))
+    .await;
+    let got = h1(&p, b"GET /desk HTTP/1.1\r\nHost: erp.test:8080\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let got = h1(&p, b"GET /ten HTTP/1.0\r\n\r\n").await;
+    assert!(got.contains(" 200 "), "{got}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (Some("erp.test:8080".to_owned()), false, "/desk".to_owned()),
+            (Some(addr.to_string()), false, "/ten".to_owned()),
+        ]
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn health_probes_send_origin_form_with_the_configured_host() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[pools.p.health]\npath = \"/api/method/ping\"\nhost = \"erp.test\"\ninterval = \"100ms\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    let r = b.nth(1).await;
+    assert_eq!(r.line, "GET /api/method/ping HTTP/1.1");
+    assert_eq!(r.values("host"), ["erp.test"]);
+    p.stop().await;
+}

@@ -91,6 +91,21 @@ impl WireBackend {
     pub async fn scripted(
         script: impl Fn(&WireRequest) -> Vec<Step> + Send + Sync + 'static,
     ) -> WireBackend {
+        Self::start(None, script).await
+    }
+
+    /// Like [`WireBackend::scripted`], behind TLS (what it records is the plaintext).
+    pub async fn tls(
+        config: Arc<rustls::ServerConfig>,
+        script: impl Fn(&WireRequest) -> Vec<Step> + Send + Sync + 'static,
+    ) -> WireBackend {
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(config)), script).await
+    }
+
+    async fn start(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        script: impl Fn(&WireRequest) -> Vec<Step> + Send + Sync + 'static,
+    ) -> WireBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -102,9 +117,16 @@ impl WireBackend {
             let mut peers = Vec::new();
             while let Ok((s, _)) = listener.accept().await {
                 let n = c.fetch_add(1, Ordering::SeqCst);
-                let (r, script, d) = (r.clone(), script.clone(), d.clone());
+                let (r, script, d, tls) = (r.clone(), script.clone(), d.clone(), tls.clone());
                 peers.push(tokio::spawn(async move {
-                    serve(s, n, r, script).await;
+                    match tls {
+                        None => serve(s, n, r, script).await,
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                serve(s, n, r, script).await;
+                            }
+                        }
+                    }
                     d.fetch_add(1, Ordering::SeqCst);
                 }));
             }
@@ -149,7 +171,7 @@ impl WireBackend {
     }
 }
 
-async fn serve(mut s: TcpStream, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>, script: Script) {
+async fn serve<S: Io>(mut s: S, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>, script: Script) {
     let mut buf = Vec::new();
     loop {
         let Some(mut req) = read_request(&mut s, &mut buf).await else {
@@ -172,7 +194,7 @@ async fn serve(mut s: TcpStream, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>
                     return;
                 }
                 Step::Echo => {
-                    let (mut r, mut w) = s.split();
+                    let (mut r, mut w) = tokio::io::split(s);
                     let _ = w.write_all(&buf).await;
                     let _ = tokio::io::copy(&mut r, &mut w).await;
                     return;
@@ -182,8 +204,12 @@ async fn serve(mut s: TcpStream, conn: usize, seen: Arc<Mutex<Vec<WireRequest>>>
     }
 }
 
+/// A stream the backend serves: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Read more bytes into `buf`; false at end of input.
-async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn fill<S: Io>(s: &mut S, buf: &mut Vec<u8>) -> bool {
     let mut tmp = [0u8; 8192];
     match s.read(&mut tmp).await {
         Ok(0) | Err(_) => false,
@@ -195,7 +221,7 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 }
 
 /// The next CRLF-terminated line (without CRLF), taken from `buf`.
-async fn line(s: &mut TcpStream, buf: &mut Vec<u8>, raw: &mut Vec<u8>) -> Option<String> {
+async fn line<S: Io>(s: &mut S, buf: &mut Vec<u8>, raw: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             let l = String::from_utf8_lossy(&buf[..i]).into_owned();
@@ -208,7 +234,7 @@ async fn line(s: &mut TcpStream, buf: &mut Vec<u8>, raw: &mut Vec<u8>) -> Option
     }
 }
 
-async fn take(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize, raw: &mut Vec<u8>) -> Option<()> {
+async fn take<S: Io>(s: &mut S, buf: &mut Vec<u8>, n: usize, raw: &mut Vec<u8>) -> Option<()> {
     while buf.len() < n {
         if !fill(s, buf).await {
             return None;
@@ -218,7 +244,7 @@ async fn take(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize, raw: &mut Vec<u8>)
     Some(())
 }
 
-async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<WireRequest> {
+async fn read_request<S: Io>(s: &mut S, buf: &mut Vec<u8>) -> Option<WireRequest> {
     let mut head = Vec::new();
     let first = line(s, buf, &mut head).await?;
     let mut req = WireRequest {
