@@ -7,8 +7,6 @@
 //! was sent, or (b) its method is idempotent and its body is empty or was kept whole.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -26,11 +24,9 @@ use tokio::time::Instant;
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::forward::{Ctx, Meta};
-use super::{headers, retry, shape, tunnel};
-use crate::config::HashKey;
-use crate::health::Event;
+use super::{headers, passive, pick, retry, shape, tunnel};
 use crate::routing::Route;
-use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool, RequestBody, SendError, Unsent};
+use crate::upstream::{Endpoint, InFlight, Lease, Pool, RequestBody, SendError, Unsent};
 
 /// Most servers tried for one request (bounded by the pool's `attempts`).
 const MAX_TRIED: usize = 8;
@@ -50,7 +46,7 @@ pub(super) async fn exchange(
     let snap = cx.snap;
     let retry = &pool.cfg.retry;
     let idempotent = retry.idempotent.contains(&parts.method);
-    let key = pick_key(pool, &parts, cx.conn.peer);
+    let key = pick::pick_key(pool, &parts, cx.conn.peer);
     let mut source = body_source(body, replay, idempotent, pool, cx).await?;
     pool.budget.record_request();
     let mut tried = [usize::MAX; MAX_TRIED];
@@ -62,7 +58,7 @@ pub(super) async fn exchange(
             break;
         }
         let view = snap.view(pool.index).ok_or(ProxyError::NoHealthy)?;
-        let ei = match wait_pick(pool, view, key, &tried[..attempt], attempt == 0).await {
+        let ei = match pick::wait_pick(pool, view, key, &tried[..attempt], attempt == 0).await {
             Some(ei) => ei,
             None if attempt == 0 => return Err(ProxyError::NoHealthy),
             None => break,
@@ -106,7 +102,7 @@ pub(super) async fn exchange(
                 Ok((resp, lease, took)) => {
                     meta.upstream_time = Some(took);
                     endpoint.stats.observe_latency(took);
-                    passive_success(pool, endpoint, resp.status(), cx);
+                    passive::success(pool, endpoint, resp.status(), cx);
                     let idle = pool.read_timeout();
                     let resp = respond(resp, lease, on_client.take(), route, idle, cx);
                     return Ok((resp, Some(in_flight)));
@@ -255,7 +251,7 @@ fn on_failure(
     let decision = retry::decide(&attempt, &policy);
     if decision != (retry::Decision::Retry { same_server: true }) {
         endpoint.stats.errors.fetch_add(1, Ordering::Relaxed);
-        passive_failure(pool, endpoint, e, cx);
+        passive::failure(pool, endpoint, e, cx);
         tracing::warn!(pool = %pool.name, upstream = %endpoint.addr, error = %e, ?failure, reused, ?decision, "upstream attempt failed");
     }
     Ok(decision)
@@ -404,113 +400,6 @@ fn timed<T>(r: Result<Result<T, SendError>, tokio::time::error::Elapsed>) -> Res
         Err(_) => Err(ProxyError::Timeout),
         Ok(Err(e)) => Err(ProxyError::from_send(e)),
         Ok(Ok(r)) => Ok(r),
-    }
-}
-
-/// Pick a server; with `max_connections`, the first attempt may wait in a bounded queue.
-async fn wait_pick(
-    pool: &Pool,
-    view: &crate::upstream::PoolView,
-    key: PickKey,
-    tried: &[usize],
-    may_wait: bool,
-) -> Option<usize> {
-    let find = |p: &Pool| {
-        p.pick(view, key, tried)
-            .and_then(|e| p.endpoints.iter().position(|x| Arc::ptr_eq(x, e)))
-    };
-    if let Some(i) = find(pool) {
-        return Some(i);
-    }
-    if !may_wait || pool.cfg.max_connections.is_none() || view.is_empty() {
-        return None;
-    }
-    Box::pin(queue(pool, find)).await
-}
-
-/// Wait in the pool's bounded queue for a server with room.
-async fn queue(pool: &Pool, find: impl Fn(&Pool) -> Option<usize>) -> Option<usize> {
-    if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.cfg.queue_size {
-        pool.queued.fetch_sub(1, Ordering::AcqRel);
-        return None;
-    }
-    let deadline = Instant::now() + pool.cfg.queue_timeout;
-    let found = loop {
-        let freed = pool.freed.notified();
-        tokio::pin!(freed);
-        freed.as_mut().enable();
-        if let Some(i) = find(pool) {
-            break Some(i);
-        }
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
-            break None;
-        }
-    };
-    pool.queued.fetch_sub(1, Ordering::AcqRel);
-    found
-}
-
-fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
-    if pool.cfg.balance != crate::config::Balance::Hash {
-        return PickKey::None;
-    }
-    let ip = crate::upstream::hash_of(peer.ip().to_canonical());
-    PickKey::Hash(match &pool.cfg.hash_key {
-        HashKey::ClientIp => ip,
-        HashKey::Header(h) => parts
-            .headers
-            .get(h)
-            .map_or(ip, |v| crate::upstream::hash_of(v.as_bytes())),
-        HashKey::Cookie(name) => parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map_or(ip, |(_, v)| crate::upstream::hash_of(v)),
-    })
-}
-
-fn passive_success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_>) {
-    let s = &e.stats;
-    s.requests.fetch_add(1, Ordering::Relaxed);
-    if s.consecutive_failures.load(Ordering::Relaxed) != 0 {
-        s.consecutive_failures.store(0, Ordering::Relaxed);
-    }
-    let limit = pool.cfg.passive.eject_after_5xx;
-    if status.is_server_error() {
-        s.errors.fetch_add(1, Ordering::Relaxed);
-        if limit > 0
-            && s.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= limit
-            && !s.eject_pending.swap(true, Ordering::AcqRel)
-        {
-            cx.shared.events.send(Event::Eject {
-                pool: pool.name.clone(),
-                addr: e.addr,
-                reason: "consecutive 5xx",
-            });
-        }
-    } else if s.consecutive_5xx.load(Ordering::Relaxed) != 0 {
-        s.consecutive_5xx.store(0, Ordering::Relaxed);
-    }
-}
-
-fn passive_failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
-    let s = &e.stats;
-    let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-    if n >= pool.cfg.passive.eject_after && !s.eject_pending.swap(true, Ordering::AcqRel) {
-        let reason = match err {
-            ProxyError::Connect(_) => "connect failures",
-            ProxyError::Timeout => "timeouts",
-            _ => "connection failures",
-        };
-        cx.shared.events.send(Event::Eject {
-            pool: pool.name.clone(),
-            addr: e.addr,
-            reason,
-        });
     }
 }
 

@@ -11,6 +11,8 @@ mod forward;
 pub mod framing;
 mod headers;
 mod look;
+mod passive;
+mod pick;
 mod retry;
 mod shape;
 mod tunnel;

@@ -12,6 +12,7 @@ mod budget;
 mod h1;
 mod slots;
 mod stats;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
