@@ -457,3 +457,124 @@ async fn health_probes_send_origin_form_with_the_configured_host() {
     assert_eq!(r.values("host"), ["erp.test"]);
     p.stop().await;
 }
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Proto {
+    H10,
+    H11,
+    H2,
+}
+
+/// POST `target` with `fields` and `body` from a client of `version`; returns the status.
+async fn post_as(
+    p: &Proxy,
+    version: Proto,
+    target: &str,
+    fields: &[(&str, &str)],
+    body: &str,
+) -> u16 {
+    if version == Proto::H2 {
+        let mut req = Request::post(format!("http://erp.test{target}"));
+        for (k, v) in fields {
+            req = req.header(*k, *v);
+        }
+        return h2_send(p.addr(), req.body(Full::from(body.to_owned())).unwrap()).await;
+    }
+    let v = if version == Proto::H10 { "1.0" } else { "1.1" };
+    let mut head = format!("POST {target} HTTP/{v}\r\nHost: erp.test\r\n");
+    for (k, val) in fields {
+        head.push_str(&format!("{k}: {val}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let mut s = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    loop {
+        let (head, _) = read_message(&mut s, &mut pending).await.expect("an answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // `100 Continue` (answered by the proxy) comes first; the final answer follows.
+        if status >= 200 {
+            return status;
+        }
+    }
+}
+
+/// The forwarding rules, byte for byte, for HTTP/1.0, HTTP/1.1 and HTTP/2 clients:
+/// `X-Forwarded-*` replaced for an untrusted peer, hop-by-hop fields (and those named in
+/// `Connection`) removed, the route's header rules, `Expect` answered by the proxy, and
+/// the body (looked at for `param` routing) forwarded whole with its length.
+#[tokio::test]
+async fn forwarding_rules_on_the_wire_for_every_client_protocol() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n\
+         [[routes]]\nname = \"reports\"\npool = \"p\"\nmatch.param.cmd = \"frappe.desk.query_report.run\"\n\
+         add_request_headers = {{ \"X-Added\" = \"yes\" }}\nremove_request_headers = [\"X-Drop\"]\n\
+         set_request_headers = {{ \"X-Frappe-Site-Name\" = \"{{host}}\" }}\n",
+        b.addr
+    ))
+    .await;
+    let body = "cmd=frappe.desk.query_report.run&report_name=Stock+Balance";
+    let common = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Frappe-Site-Name", "other-site"),
+        ("X-Drop", "d"),
+        ("Cookie", "sid=abc"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let hop = [
+        ("Connection", "keep-alive, X-Secret"),
+        ("X-Secret", "s"),
+        ("Keep-Alive", "timeout=5"),
+        ("Expect", "100-continue"),
+    ];
+    for (i, version) in [Proto::H10, Proto::H11, Proto::H2].into_iter().enumerate() {
+        let mut fields = common.to_vec();
+        if version != Proto::H2 {
+            fields.extend(hop);
+        }
+        let status = post_as(&p, version, "/", &fields, body).await;
+        assert_eq!(status, 200, "{version:?}");
+        let r = b.nth(i + 1).await;
+        let id = r.values("x-request-id")[0].clone();
+        let mut want: Vec<String> = [
+            "cookie: sid=abc",
+            "content-type: application/x-www-form-urlencoded",
+            &format!("content-length: {}", body.len()),
+            "x-forwarded-for: 127.0.0.1",
+            "x-real-ip: 127.0.0.1",
+            "x-forwarded-proto: http",
+            "x-frappe-site-name: erp.test",
+            "x-forwarded-host: erp.test",
+            &format!("x-request-id: {id}"),
+            "x-added: yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match version {
+            Proto::H2 => want.push("host: erp.test".into()),
+            _ => want.insert(0, "host: erp.test".into()),
+        }
+        assert_eq!(r.line, "POST / HTTP/1.1", "{version:?}");
+        let (mut got, mut want_sorted) = (r.headers.clone(), want.clone());
+        got.sort();
+        want_sorted.sort();
+        assert_eq!(got, want_sorted, "{version:?}: {:#?}", r.headers);
+        assert_eq!(
+            r.body,
+            body.as_bytes(),
+            "{version:?}: the looked-at body arrives whole"
+        );
+    }
+    p.stop().await;
+}

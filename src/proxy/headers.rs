@@ -1,6 +1,6 @@
 //! Header rules between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
 //! `X-Forwarded-*` / `X-Real-IP` with trusted-proxy handling. Framing is checked on
-//! the wire, before hyper parses (`framing.rs`).
+//! the wire, before hyper parses (`framing/`).
 
 use std::net::IpAddr;
 
