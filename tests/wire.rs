@@ -171,6 +171,18 @@ async fn bodies_keep_their_framing_on_every_method() {
     assert_eq!(r.line, "DELETE /d HTTP/1.1");
     assert_eq!(r.values("content-length"), ["3"]);
     assert_eq!(r.body, b"abc");
+    for method in ["GET", "OPTIONS"] {
+        let req = format!("{method} /g HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody");
+        s.write_all(req.as_bytes()).await.unwrap();
+    }
+    for (n, method) in [(3, "GET"), (4, "OPTIONS")] {
+        let r = b.nth(n).await;
+        assert_eq!(r.line, format!("{method} /g HTTP/1.1"));
+        assert_eq!(
+            (r.values("content-length"), r.body),
+            (vec!["4".to_owned()], b"body".to_vec())
+        );
+    }
     p.stop().await;
 }
 

@@ -11,6 +11,8 @@ upstream connections each proxy opened.
 2. The keep-alive race: 16 clients each send a POST, then pause 1.8-2.2 s (around the
    backend's idle close), for `--race` s. Any answer but 200 is counted; for switchyard,
    `X-Switchyard-Outcome: unknown` marks a write that lost the race (never re-sent).
+3. Pool churn: wrk GETs over 64 keep-alive connections for 4 s, and the upstream
+   connections opened meanwhile.
 
     python3 benches/load/writes.py [--duration 10] [--race 20] [--bin target/release/switchyard]
 
@@ -109,9 +111,10 @@ pool = "app"
     return subprocess.Popen([binary, "--config", conf, "--log-level", "error"])
 
 
-def wrk(port, duration, tmp):
+def wrk(port, duration, tmp, method="POST"):
     lua = os.path.join(tmp, "post.lua")
-    open(lua, "w").write('wrk.method = "POST"\nwrk.body = string.rep("a", 100)\n'
+    body = 'wrk.body = string.rep("a", 100)\n' if method == "POST" else ""
+    open(lua, "w").write(f'wrk.method = "{method}"\n{body}'
                          'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
     out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "--latency", "-s", lua,
                           f"http://127.0.0.1:{port}/api/method/frappe.client.save"],
@@ -173,8 +176,9 @@ def main():
         wait_port(NGINX)
         wait_port(SWITCHYARD)
         print("| proxy | POST req/s | p50 | p99 | non-2xx | upstream conns opened |"
-              " race: POSTs | race: failed | race: outcome unknown | race: upstream conns |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              " race: POSTs | race: failed | race: outcome unknown | race: upstream conns |"
+              " GET 4 s: req/s | GET: upstream conns opened |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, port in (("nginx", NGINX), ("switchyard", SWITCHYARD)):
             c0, _ = backend_stats()
             rps, p50, p99, non2xx = wrk(port, a.duration, tmp)
@@ -183,8 +187,11 @@ def main():
             c2, _ = backend_stats()
             t = asyncio.run(race(port, a.race))
             c3, _ = backend_stats()
+            grps, _, _, _ = wrk(port, 4, tmp, "GET")
+            c4, _ = backend_stats()
             print(f"| {name} | {rps:.0f} | {p50} | {p99} | {non2xx} | {c1 - c0} |"
-                  f" {t['sent']} | {t['failed']} | {t['unknown']} | {c3 - c2} |", flush=True)
+                  f" {t['sent']} | {t['failed']} | {t['unknown']} | {c3 - c2} |"
+                  f" {grps:.0f} | {c4 - c3} |", flush=True)
     finally:
         for p in procs:
             p.terminate()
