@@ -53,18 +53,28 @@ where
             .await
             .map_err(|e| format!("handshake: {e}"))?;
     let driver = tokio::spawn(conn);
-    let host = match &check.host {
-        Some(h) => h.clone(),
-        None => http::HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
-    };
-    let req = Request::builder()
-        .method(check.method.clone())
-        .uri(check.path.clone())
-        .header(header::HOST, host)
-        .header(header::USER_AGENT, "switchyard-health")
-        .header(header::CONNECTION, "close")
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+    let mut headers = http::HeaderMap::new();
+    if let Some(h) = &check.host {
+        headers.insert(header::HOST, h.clone());
+    }
+    headers.insert(
+        header::USER_AGENT,
+        http::HeaderValue::from_static("switchyard-health"),
+    );
+    headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    // The same target rule as forwarded requests: origin form, Host the server's address
+    // unless the check names one.
+    let server = http::uri::Authority::try_from(addr.to_string()).map_err(|e| e.to_string())?;
+    let (uri, _) = crate::upstream::target(
+        &http::Uri::from(check.path.clone()),
+        &mut headers,
+        &server,
+        None,
+    );
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = check.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
     let result = async {
         let resp = send
             .send_request(req)

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::forward::{Ctx, Meta};
-use super::{headers, passive, pick, retry, shape, tunnel};
+use super::{headers, passive, pick, retry, tunnel};
 use crate::routing::Route;
 use crate::upstream::{Endpoint, InFlight, Lease, Pool, RequestBody, SendError, Unsent};
 
@@ -350,7 +350,7 @@ fn build(
         Scheme::HTTP
     };
     let h2 = pool_h2.then_some(scheme);
-    let (uri, version) = shape::target(&parts.uri, &mut headers, &endpoint.authority, h2);
+    let (uri, version) = crate::upstream::target(&parts.uri, &mut headers, &endpoint.authority, h2);
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;

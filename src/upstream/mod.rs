@@ -13,6 +13,7 @@ mod h1;
 mod slots;
 mod stats;
 mod stream;
+mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use body::{BodyError, RequestBody, Unsent};
 pub use budget::RetryBudget;
 pub use h1::{H1Pool, Lease, SendError};
 pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
+pub use target::target;
 
 use crate::config::PoolConfig;
 
