@@ -25,6 +25,8 @@ pub struct ListenerInfo {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub redirect_https: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body; `None` = no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
@@ -104,6 +106,7 @@ impl Snapshot {
                         tls: l.tls.clone(),
                         redirect_https: l.redirect_https,
                         trusted_proxies: l.trusted_proxies.clone(),
+                        max_body_size: l.max_body_size,
                     })
                     .collect(),
             ),

@@ -590,3 +590,64 @@ async fn forwarding_rules_on_the_wire_for_every_client_protocol() {
     }
     p.stop().await;
 }
+
+/// `max_body_size` (nginx `client_max_body_size`): 413 by length before anything goes
+/// upstream, and while streaming a body of unknown length, when the upstream request
+/// is aborted, never completed with a truncated body. A route may override it.
+#[tokio::test]
+async fn max_body_size_is_413_by_length_and_while_streaming() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\nmax_body_size = \"1k\"\n[pools.p]\nservers = [\"{}\"]\n\
+         [[routes]]\nname = \"upload\"\npool = \"p\"\nmatch.path_prefix = \"/upload\"\nmax_body_size = \"0\"\n\
+         [[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    let big = "x".repeat(2000);
+    let by_length = format!("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{big}");
+    let got = raw(p.addr(), by_length.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(got.contains("max_body_size"), "{got}");
+    assert_eq!(b.connections(), 0, "nothing went upstream");
+    let resp = h2_send(
+        p.addr(),
+        Request::post("http://a/h2")
+            .body(Full::from(big.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp, 413, "HTTP/2 client");
+    assert_eq!(b.connections(), 0);
+
+    let chunk = "y".repeat(600);
+    let streamed = format!(
+        "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let got = raw(p.addr(), streamed.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    eventually(
+        "the aborted upstream request's connection closed",
+        || async { b.closed() == b.connections() },
+    )
+    .await;
+    assert!(
+        b.requests().is_empty(),
+        "no upstream request was completed: {:?}",
+        b.requests()
+    );
+
+    let exact = format!(
+        "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\n\r\n{}",
+        "z".repeat(1024)
+    );
+    assert!(h1(&p, exact.as_bytes()).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        h1(&p, by_length.replace("/a", "/upload").as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let lines: Vec<String> = b.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["POST /c HTTP/1.1", "POST /upload HTTP/1.1"]);
+    p.stop().await;
+}

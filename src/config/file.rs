@@ -75,6 +75,8 @@ pub struct FileListener {
     pub tls: Vec<Spanned<FileTls>>,
     /// Answer every request with a 301 to the same URL over https.
     pub redirect_https: Option<bool>,
+    /// Largest request body (nginx `client_max_body_size`); routes may override.
+    pub max_body_size: Option<SpanStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +283,8 @@ pub struct FileRoute {
     pub remove_request_headers: Vec<SpanStr>,
     #[serde(default)]
     pub add_response_headers: BTreeMap<SpanStr, SpanStr>,
+    /// Largest request body on this route; overrides the listener's (`"0"`: no limit).
+    pub max_body_size: Option<SpanStr>,
 }
 
 /// The conditions of one route; all given ones must hold.

@@ -138,6 +138,8 @@ pub struct Listener {
     /// The certificate and key files, watched so a renewal is picked up.
     pub tls_files: Vec<PathBuf>,
     pub redirect_https: bool,
+    /// Largest request body (nginx `client_max_body_size`); `None` = no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

@@ -187,3 +187,11 @@ fn health_section_is_validated() {
     let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![14, 15, 16], "{e:?}");
 }
+
+#[test]
+fn bad_body_size_names_the_value() {
+    let (line, col, msg) =
+        one("[[routes]]\nname = \"d\"\npool = \"primary\"\nmax_body_size = \"50 megs\"\n");
+    assert_eq!((line, col), (13, 17), "{msg}");
+    assert!(msg.contains("is not a size"), "{msg}");
+}

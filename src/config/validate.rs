@@ -29,6 +29,26 @@ impl Ctx<'_> {
             .push(ConfigError::at(self.path, self.src, Some(span), msg));
     }
 
+    /// A size like nginx's `client_max_body_size`: bytes, or with `k`, `m` or `g`
+    /// (KiB, MiB, GiB; `KB`/`MB`/`GB` and `KiB`/`MiB`/`GiB` too). `"0"` means no limit.
+    pub(super) fn body_size(&mut self, v: &Option<SpanStr>, key: &str) -> Option<u64> {
+        let v = v.as_ref()?;
+        match parse_size(v.get_ref()) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "`{key}` = {:?} is not a size; write e.g. \"1m\", \"50MB\", \"512k\" or \"0\" for no limit",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn duration(
         &mut self,
         v: &Option<SpanStr>,
@@ -242,6 +262,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             .flat_map(|(c, k, _)| [c.clone(), k.clone()])
             .collect();
         let redirect_https = l.redirect_https.unwrap_or(false);
+        let max_body_size = cx.body_size(&l.max_body_size, "max_body_size");
         out.push(Listener {
             name,
             addr,
@@ -249,6 +270,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             tls,
             tls_files,
             redirect_https,
+            max_body_size,
         });
     }
     out
@@ -333,6 +355,10 @@ fn routes(
         out.push(Route {
             name: name.into(),
             pool: pool.unwrap_or(0),
+            max_body_size: route.max_body_size.as_ref().map(|_| {
+                cx.body_size(&route.max_body_size, "max_body_size")
+                    .unwrap_or(u64::MAX)
+            }),
             matcher,
             timeout: route
                 .timeout
@@ -505,5 +531,41 @@ pub(super) fn relative(config: &Path, p: &str) -> PathBuf {
     match config.parent() {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p.to_path_buf(),
+    }
+}
+
+/// `"50m"` → 52,428,800; see [`Ctx::body_size`].
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_parse_like_nginx() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("1m", Some(1 << 20)),
+            ("50MB", Some(50 << 20)),
+            ("512k", Some(512 << 10)),
+            ("2 GiB", Some(2 << 30)),
+            ("1024", Some(1024)),
+        ] {
+            assert_eq!(super::parse_size(s), want, "{s}");
+        }
+        for s in ["", "m", "1x", "-1", "1.5m"] {
+            assert_eq!(super::parse_size(s), None, "{s}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::forward::{Ctx, Meta};
+use super::forward::{Ctx, Meta, max_body};
 use super::{headers, passive, pick, retry, tunnel};
 use crate::routing::Route;
 use crate::upstream::{Endpoint, InFlight, Lease, Pool, RequestBody, SendError, Unsent};
@@ -81,7 +81,11 @@ pub(super) async fn exchange(
         // request goes again on a new connection, a write is answered 502 with its
         // outcome unknown, never sent twice.
         let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
-        let kind = (pool.cfg.tls.is_some(), pool.cfg.upstream_h2);
+        let kind = (
+            pool.cfg.tls.is_some(),
+            pool.cfg.upstream_h2,
+            max_body(route, cx),
+        );
         let keep = may_retry || resendable;
         let (mut req, mut give_back) = build(&mut parts, keep, endpoint, &mut source, kind, cx);
         let in_flight = endpoint.acquire(&pool.freed);
@@ -216,6 +220,7 @@ fn on_failure(
     let (failure, reused) = match e {
         ProxyError::ClientBody => return Err(ProxyError::ClientBody),
         ProxyError::ClientBodyTimeout => return Err(ProxyError::ClientBodyTimeout),
+        ProxyError::BodyTooLarge(n) => return Err(ProxyError::BodyTooLarge(*n)),
         // A hyper error here is a request handed back unsent; otherwise the connect failed.
         ProxyError::Connect(c) if c.is::<hyper::Error>() => {
             (retry::Failure::ClosedBeforeWrite, false)
@@ -310,7 +315,7 @@ fn build(
     may_retry: bool,
     endpoint: &Endpoint,
     source: &mut Source,
-    (pool_tls, pool_h2): (bool, bool),
+    (pool_tls, pool_h2, limit): (bool, bool, u64),
     cx: &Ctx<'_>,
 ) -> (
     Request<RequestBody>,
@@ -333,8 +338,9 @@ fn build(
             (body, None)
         }
         Source::Live(u) => {
-            let (b, rx) =
-                RequestBody::new(u.replay, u.live, idle, cx.bytes_in.clone()).with_give_back();
+            let (b, rx) = RequestBody::new(u.replay, u.live, idle, cx.bytes_in.clone())
+                .limited(limit)
+                .with_give_back();
             (b, Some(rx))
         }
         Source::Gone => (RequestBody::empty(), None),

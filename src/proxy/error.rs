@@ -29,6 +29,8 @@ pub enum ProxyError {
     ClientBody,
     #[error("client sent its request body too slowly")]
     ClientBodyTimeout,
+    #[error("request body larger than max_body_size ({0} bytes)")]
+    BodyTooLarge(u64),
     #[error("cannot connect to upstream")]
     Connect(#[source] BoxError),
     #[error("timed out connecting to upstream")]
@@ -49,7 +51,8 @@ impl ProxyError {
             | ProxyError::UriTooLong
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody
-            | ProxyError::ClientBodyTimeout => Blame::Client,
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::BodyTooLarge(_) => Blame::Client,
             ProxyError::NoHealthy => Blame::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -94,6 +97,7 @@ impl ProxyError {
                 match b {
                     BodyError::Client(_) => return ProxyError::ClientBody,
                     BodyError::ClientTimeout => return ProxyError::ClientBodyTimeout,
+                    BodyError::TooLarge(n) => return ProxyError::BodyTooLarge(*n),
                     _ => {}
                 }
             }
@@ -122,6 +126,7 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Stale(_) => {
                 StatusCode::BAD_GATEWAY

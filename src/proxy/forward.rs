@@ -195,6 +195,21 @@ async fn forward(
     let (idx, replay) = route(&parts, &mut body, cx).await?;
     let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
     meta.route = Some((idx, route.name.clone()));
+    // A body known to be too large is refused before anything goes upstream; one of
+    // unknown length is cut off while streaming (`RequestBody::limited`).
+    let limit = max_body(route, cx);
+    let looked: u64 = replay
+        .iter()
+        .filter_map(|f| f.data_ref())
+        .map(|d| d.len() as u64)
+        .sum();
+    if http_body::Body::size_hint(&body)
+        .lower()
+        .saturating_add(looked)
+        > limit
+    {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
     let pool = choose_pool(snap, route.pool).ok_or(ProxyError::NoHealthy)?;
     meta.pool = Some((pool.index, pool.name.clone()));
     shape::head(&mut parts, route, cx);
@@ -266,6 +281,20 @@ async fn route(
         Decision::Route(i) => Ok((i, replay)),
         _ => Err(ProxyError::NoRoute),
     }
+}
+
+/// `max_body_size` for this request: the route's, else the listener's; `u64::MAX` for none.
+pub(super) fn max_body(route: &crate::routing::Route, cx: &Ctx<'_>) -> u64 {
+    route
+        .max_body_size
+        .or_else(|| {
+            let l = cx
+                .snap
+                .listeners
+                .get(cx.snap.listener_index(cx.conn.local))?;
+            l.max_body_size
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// The route's pool, or the first pool down its `fallback` chain with a healthy server.

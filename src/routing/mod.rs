@@ -33,6 +33,8 @@ pub struct Route {
     pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
     pub remove_request_headers: Vec<HeaderName>,
     pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Largest request body here, overriding the listener's (`u64::MAX`: no limit).
+    pub max_body_size: Option<u64>,
 }
 
 /// What the table says about a request.

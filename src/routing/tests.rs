@@ -13,6 +13,7 @@ fn route(name: &str, matcher: Matcher) -> Route {
         set_request_headers: vec![],
         remove_request_headers: vec![],
         add_response_headers: vec![],
+        max_body_size: None,
     }
 }
 

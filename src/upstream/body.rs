@@ -26,6 +26,9 @@ pub enum BodyError {
     Client(#[source] hyper::Error),
     #[error("client sent no body data for too long")]
     ClientTimeout,
+    /// The body passed `max_body_size` (the limit, in bytes) while streaming.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
     #[error("upstream body read failed")]
     Upstream(#[source] hyper::Error),
     #[error("route timeout expired while streaming the response")]
@@ -44,6 +47,9 @@ pub struct RequestBody {
     bytes: Arc<AtomicU64>,
     /// Set on the first poll: from then on bytes may have left.
     touched: bool,
+    /// `max_body_size` (`u64::MAX`: none) and the data bytes passed so far.
+    limit: u64,
+    passed: u64,
     /// Where an untouched body goes back to when the request is dropped unsent
     /// (connect failure), so it can be sent to another server.
     give_back: Option<oneshot::Sender<Unsent>>,
@@ -82,7 +88,24 @@ impl RequestBody {
             timer: None,
             bytes,
             touched: false,
+            limit: u64::MAX,
+            passed: 0,
             give_back: None,
+        }
+    }
+
+    /// Fail (and so abort the upstream request, never completing it short) once more
+    /// than `limit` data bytes have passed.
+    pub fn limited(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn count(&mut self, f: &Frame<Bytes>) -> Result<(), BodyError> {
+        self.passed += f.data_ref().map_or(0, |d| d.len() as u64);
+        match self.passed > self.limit {
+            true => Err(BodyError::TooLarge(self.limit)),
+            false => Ok(()),
         }
     }
 
@@ -110,7 +133,7 @@ impl Body for RequestBody {
         let this = &mut *self;
         this.touched = true;
         if let Some(f) = this.replay.pop_front() {
-            return Poll::Ready(Some(Ok(f)));
+            return Poll::Ready(Some(this.count(&f).map(|()| f)));
         }
         let Some(live) = this.live.as_mut() else {
             return Poll::Ready(None);
@@ -121,7 +144,7 @@ impl Body for RequestBody {
                 if let Some(d) = f.data_ref() {
                     this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
-                Poll::Ready(Some(Ok(f)))
+                Poll::Ready(Some(this.count(&f).map(|()| f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
             Poll::Ready(None) => {
