@@ -379,5 +379,10 @@ pub fn watched(config: &Config) -> Vec<PathBuf> {
             .iter()
             .flat_map(|l| l.tls_files.iter().cloned()),
     );
+    let pages = config.listeners.iter().flat_map(|l| &l.error_pages);
+    let pages = pages.chain(config.routes.iter().flat_map(|r| &r.error_pages));
+    files.extend(pages.map(|p| p.path.clone()));
+    files.sort();
+    files.dedup();
     files
 }

@@ -27,6 +27,8 @@ pub struct ListenerInfo {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest request body; `None` = no limit.
     pub max_body_size: Option<u64>,
+    /// Pages for errors the proxy generates.
+    pub error_pages: Vec<crate::config::ErrorPage>,
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
@@ -107,6 +109,7 @@ impl Snapshot {
                         redirect_https: l.redirect_https,
                         trusted_proxies: l.trusted_proxies.clone(),
                         max_body_size: l.max_body_size,
+                        error_pages: l.error_pages.clone(),
                     })
                     .collect(),
             ),

@@ -651,3 +651,60 @@ async fn max_body_size_is_413_by_length_and_while_streaming() {
     assert_eq!(lines, ["POST /c HTTP/1.1", "POST /upload HTTP/1.1"]);
     p.stop().await;
 }
+
+/// `error_pages`: the proxy's own errors get the configured page (route's before the
+/// listener's); an error the app returns passes through untouched.
+#[tokio::test]
+async fn error_pages_replace_the_proxys_own_errors_only() {
+    let dir = std::env::temp_dir().join(format!("switchyard-pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("502.html"),
+        "<h1>Sorry! We will be back soon.</h1>\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("413.txt"), "too big for this route\n").unwrap();
+    let dead = support::free_port();
+    let app = WireBackend::scripted(|_| {
+        vec![Step::Send(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 7\r\n\r\napp-502".to_vec(),
+        )]
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\nerror_pages = {{ 502 = \"{}\" }}\n\
+         [pools.dead]\nservers = [\"{dead}\"]\n[pools.app]\nservers = [\"{}\"]\n\
+         [[routes]]\nname = \"app\"\npool = \"app\"\nmatch.path_prefix = \"/app\"\nmax_body_size = \"1k\"\nerror_pages = {{ 413 = \"{}\" }}\n\
+         [[routes]]\nname = \"dead\"\npool = \"dead\"\n",
+        dir.join("502.html").display(),
+        app.addr,
+        dir.join("413.txt").display()
+    ))
+    .await;
+    let got = h1(&p, b"GET /desk HTTP/1.1\r\nHost: erp.test\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    assert!(
+        got.contains("content-type: text/html; charset=utf-8"),
+        "{got}"
+    );
+    assert!(
+        got.ends_with("<h1>Sorry! We will be back soon.</h1>\n"),
+        "{got}"
+    );
+    let got = h1(&p, b"GET /app/x HTTP/1.1\r\nHost: erp.test\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.1 502") && got.ends_with("app-502"),
+        "the app's own 502: {got}"
+    );
+    let big = format!(
+        "POST /app/up HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    let got = raw(p.addr(), big.as_bytes()).await;
+    assert!(
+        got.starts_with("HTTP/1.1 413") && got.ends_with("too big for this route\n"),
+        "{got}"
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -77,6 +77,9 @@ pub struct FileListener {
     pub redirect_https: Option<bool>,
     /// Largest request body (nginx `client_max_body_size`); routes may override.
     pub max_body_size: Option<SpanStr>,
+    /// `{ "502" = "502.html" }`: pages for errors the proxy generates (nginx `error_page`).
+    #[serde(default)]
+    pub error_pages: BTreeMap<SpanStr, SpanStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +288,9 @@ pub struct FileRoute {
     pub add_response_headers: BTreeMap<SpanStr, SpanStr>,
     /// Largest request body on this route; overrides the listener's (`"0"`: no limit).
     pub max_body_size: Option<SpanStr>,
+    /// Error pages on this route, before the listener's.
+    #[serde(default)]
+    pub error_pages: BTreeMap<SpanStr, SpanStr>,
 }
 
 /// The conditions of one route; all given ones must hold.

@@ -8,6 +8,7 @@
 
 mod error;
 mod file;
+mod pages;
 mod pools;
 mod validate;
 
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{AccessFormat, Balance};
+pub use pages::ErrorPage;
 
 use crate::routing::Route;
 
@@ -140,6 +142,8 @@ pub struct Listener {
     pub redirect_https: bool,
     /// Largest request body (nginx `client_max_body_size`); `None` = no limit.
     pub max_body_size: Option<u64>,
+    /// Pages for errors the proxy generates on this listener.
+    pub error_pages: Vec<ErrorPage>,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

@@ -195,3 +195,21 @@ fn bad_body_size_names_the_value() {
     assert_eq!((line, col), (13, 17), "{msg}");
     assert!(msg.contains("is not a size"), "{msg}");
 }
+
+#[test]
+fn missing_error_page_names_the_file_and_a_bad_status_the_key() {
+    let e = errors(
+        "[[routes]]\nname = \"d\"\npool = \"primary\"\nerror_pages = { 502 = \"no/such/502.html\", 302 = \"x.html\" }\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    let msgs: Vec<&str> = e.iter().map(|e| e.msg.as_str()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("not an error status")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("cannot read error page") && m.contains("no/such/502.html")),
+        "{msgs:?}"
+    );
+}

@@ -263,6 +263,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             .collect();
         let redirect_https = l.redirect_https.unwrap_or(false);
         let max_body_size = cx.body_size(&l.max_body_size, "max_body_size");
+        let error_pages = super::pages::load(cx, &l.error_pages);
         out.push(Listener {
             name,
             addr,
@@ -271,6 +272,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             tls_files,
             redirect_https,
             max_body_size,
+            error_pages,
         });
     }
     out
@@ -355,6 +357,7 @@ fn routes(
         out.push(Route {
             name: name.into(),
             pool: pool.unwrap_or(0),
+            error_pages: super::pages::load(cx, &route.error_pages),
             max_body_size: route.max_body_size.as_ref().map(|_| {
                 cx.body_size(&route.max_body_size, "max_body_size")
                     .unwrap_or(u64::MAX)

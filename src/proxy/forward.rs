@@ -92,10 +92,11 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     };
     let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
-        Err(e) => (
-            error_response(&e, &meta, conn, &request_id, &method, uri.path()),
-            None,
-        ),
+        Err(e) => {
+            let mut resp = error_response(&e, &meta, conn, &request_id, &method, uri.path());
+            error_page(&mut resp, &snap, &meta, conn);
+            (resp, None)
+        }
     };
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     if meta.outcome_unknown {
@@ -391,6 +392,24 @@ fn error_response(
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Serve the configured page (route's first, then listener's) for an error the proxy
+/// generated; errors an upstream returns never come here and pass through untouched.
+fn error_page(resp: &mut Response<ProxyBody>, snap: &Snapshot, meta: &Meta, conn: &Conn) {
+    let status = resp.status();
+    let route = meta.route.as_ref().and_then(|(i, _)| snap.routes.get(*i));
+    let listener = snap.listeners.get(snap.listener_index(conn.local));
+    let pages = route
+        .map(|r| &r.error_pages[..])
+        .into_iter()
+        .chain(listener.map(|l| &l.error_pages[..]));
+    let Some(page) = pages.flatten().find(|p| p.status == status) else {
+        return;
+    };
+    *resp.body_mut() = ProxyBody::fixed(page.body.clone());
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, page.content_type.clone());
 }
 
 /// `error: cause: cause` for logs.

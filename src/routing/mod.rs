@@ -35,6 +35,8 @@ pub struct Route {
     pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Largest request body here, overriding the listener's (`u64::MAX`: no limit).
     pub max_body_size: Option<u64>,
+    /// Pages for errors the proxy generates on this route, before the listener's.
+    pub error_pages: Vec<crate::config::ErrorPage>,
 }
 
 /// What the table says about a request.

@@ -14,6 +14,7 @@ fn route(name: &str, matcher: Matcher) -> Route {
         remove_request_headers: vec![],
         add_response_headers: vec![],
         max_body_size: None,
+        error_pages: vec![],
     }
 }
 
