@@ -4,6 +4,7 @@
 //! runtime [`Snapshot`](crate::state::Snapshot), and consulted by the proxy for every
 //! request. Routing never allocates for plain requests and never locks.
 
+mod hosts;
 mod matcher;
 #[cfg(test)]
 mod tests;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use hosts::HostIndex;
 
 pub use matcher::{
     BodyParams, BodyState, HostMatch, Matcher, RequestView, ValueMatch, Verdict, decode_path,
@@ -52,11 +55,21 @@ pub enum Decision {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Which routes can match a host (see `hosts.rs`).
+    hosts: HostIndex,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
-        RouteTable { routes }
+        let hosts = HostIndex::new(&routes);
+        RouteTable { routes, hosts }
+    }
+
+    /// A table that uses its host index whatever its size (tests).
+    #[cfg(test)]
+    fn indexed(routes: Vec<Route>) -> Self {
+        let hosts = HostIndex::from(&routes, 0);
+        RouteTable { routes, hosts }
     }
 
     pub fn get(&self, idx: usize) -> Option<&Route> {
@@ -67,16 +80,39 @@ impl RouteTable {
         &self.routes
     }
 
-    /// First matching route at or after `from`.
+    /// First matching route at or after `from`, in file order. Only the routes the
+    /// host index names for the request's host are tested.
     pub fn route(&self, req: &RequestView<'_>, from: usize) -> Decision {
-        for (i, r) in self.routes.iter().enumerate().skip(from) {
-            match r.matcher.check(req) {
-                Verdict::Yes => return Decision::Route(i),
-                Verdict::NeedBody => return Decision::NeedBody(i),
-                Verdict::No => {}
+        let lists = match self.hosts.is_trivial() {
+            true => None,
+            false => self.hosts.candidates(req.host),
+        };
+        let Some(lists) = lists else {
+            return self.scan(req, from..self.routes.len());
+        };
+        let mut at = from;
+        while let Some(i) = lists.next_at(at) {
+            if let Some(d) = self.test(req, i) {
+                return d;
             }
+            at = i + 1;
         }
         Decision::NoRoute
+    }
+
+    fn scan(&self, req: &RequestView<'_>, range: std::ops::Range<usize>) -> Decision {
+        range
+            .filter_map(|i| self.test(req, i))
+            .next()
+            .unwrap_or(Decision::NoRoute)
+    }
+
+    fn test(&self, req: &RequestView<'_>, i: usize) -> Option<Decision> {
+        match self.routes.get(i)?.matcher.check(req) {
+            Verdict::Yes => Some(Decision::Route(i)),
+            Verdict::NeedBody => Some(Decision::NeedBody(i)),
+            Verdict::No => None,
+        }
     }
 }
 

@@ -251,3 +251,63 @@ fn header_templates_expand_placeholders() {
     );
     assert!(HeaderTemplate::parse("{host").is_err());
 }
+
+/// The host index finds the same first route as a linear scan of every route, over
+/// random tables of exact, wildcard and host-less routes with other conditions mixed in.
+#[test]
+fn host_index_agrees_with_a_linear_scan() {
+    let mut rng = fastrand::Rng::with_seed(0x4057);
+    let names = [
+        "a.test",
+        "b.test",
+        "x.a.test",
+        "y.x.a.test",
+        "A.Test",
+        "c.other",
+    ];
+    let patterns = [
+        "a.test",
+        "b.test",
+        "*.a.test",
+        "*.test",
+        "*.x.a.test",
+        "c.other",
+        "*.other",
+    ];
+    for _ in 0..300 {
+        let routes: Vec<Route> = (0..rng.usize(1..12))
+            .map(|i| {
+                let mut m = Matcher::default();
+                for _ in 0..rng.usize(0..3) {
+                    m.hosts
+                        .push(HostMatch::parse(patterns[rng.usize(..patterns.len())]));
+                }
+                if rng.bool() {
+                    m.prefixes.push(["/app", "/api"][rng.usize(..2)].to_owned());
+                }
+                route(&format!("r{i}"), m)
+            })
+            .collect();
+        let table = RouteTable::indexed(routes.clone());
+        let headers = HeaderMap::new();
+        for host in names.iter().map(|h| Some(*h)).chain([None]) {
+            for path in ["/app/x", "/api/y", "/z"] {
+                let mut req = view(&headers, path, None);
+                req.host = host;
+                for from in 0..routes.len() {
+                    let linear = routes
+                        .iter()
+                        .enumerate()
+                        .skip(from)
+                        .find(|(_, r)| r.matcher.check(&req) == Verdict::Yes)
+                        .map_or(Decision::NoRoute, |(i, _)| Decision::Route(i));
+                    assert_eq!(
+                        table.route(&req, from),
+                        linear,
+                        "{host:?} {path} from {from}"
+                    );
+                }
+            }
+        }
+    }
+}
