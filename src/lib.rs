@@ -12,6 +12,7 @@ pub mod access;
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod idle;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::{AccessLog, AccessRecord};
+use crate::idle::IdleTimer;
 use crate::metrics::AtomicHistogram;
 use crate::upstream::{BodyError, InFlight, Lease};
 
@@ -88,10 +89,8 @@ pub struct ProxyBody {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Longest wait for the next piece of the upstream body (the pool's `read_timeout`).
     idle: Duration,
-    /// Runs while the upstream body is awaited; allocated the first time it is.
-    idle_timer: Option<Pin<Box<Sleep>>>,
-    /// Whether `idle_timer` runs for the current wait.
-    waiting: bool,
+    /// Runs while the upstream body is awaited.
+    idle_timer: IdleTimer,
     bytes: u64,
     finish: Option<Finish>,
 }
@@ -104,8 +103,7 @@ impl ProxyBody {
             lease: None,
             deadline: None,
             idle: Duration::MAX,
-            idle_timer: None,
-            waiting: false,
+            idle_timer: IdleTimer::default(),
             bytes: 0,
             finish: None,
         }
@@ -124,8 +122,7 @@ impl ProxyBody {
             lease,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             idle,
-            idle_timer: None,
-            waiting: false,
+            idle_timer: IdleTimer::default(),
             bytes: 0,
             finish: None,
         }
@@ -133,24 +130,6 @@ impl ProxyBody {
 
     pub fn set_finish(&mut self, f: Finish) {
         self.finish = Some(f);
-    }
-
-    /// The upstream has sent nothing for `idle` since this wait began.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(at) = Instant::now().checked_add(self.idle) else {
-            return false;
-        };
-        let timer = match &mut self.idle_timer {
-            Some(t) => t,
-            None => self
-                .idle_timer
-                .insert(Box::pin(tokio::time::sleep_until(at))),
-        };
-        if !self.waiting {
-            timer.as_mut().reset(at);
-            self.waiting = true;
-        }
-        timer.as_mut().poll(cx).is_ready()
     }
 
     fn done(&mut self) {
@@ -198,8 +177,10 @@ impl Body for ProxyBody {
             }
         };
         if res.is_ready() {
-            this.waiting = false;
-        } else if matches!(this.source, Source::Upstream(_)) && this.stalled(cx) {
+            this.idle_timer.reset();
+        } else if matches!(this.source, Source::Upstream(_))
+            && this.idle_timer.expired(cx, this.idle)
+        {
             tracing::warn!(idle = ?this.idle, "upstream sent nothing within read_timeout while streaming the response; aborting");
             this.lease = None;
             this.done();

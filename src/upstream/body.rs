@@ -6,18 +6,18 @@
 //! both streaming bodies.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
+
+use crate::idle::IdleTimer;
 
 /// Errors raised inside the streaming bodies.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub struct RequestBody {
     replay: VecDeque<Frame<Bytes>>,
     live: Option<Incoming>,
     idle: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: IdleTimer,
     bytes: Arc<AtomicU64>,
     /// Set on the first poll: from then on bytes may have left.
     touched: bool,
@@ -85,7 +85,7 @@ impl RequestBody {
             replay,
             live,
             idle,
-            timer: None,
+            timer: IdleTimer::default(),
             bytes,
             touched: false,
             limit: u64::MAX,
@@ -140,7 +140,7 @@ impl Body for RequestBody {
         };
         match Pin::new(live).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                this.timer = None;
+                this.timer.reset();
                 if let Some(d) = f.data_ref() {
                     this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
@@ -152,11 +152,9 @@ impl Body for RequestBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let idle = this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                ready!(timer.as_mut().poll(cx));
+                if !this.timer.expired(cx, this.idle) {
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Err(BodyError::ClientTimeout)))
             }
         }

@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub use framer::Framer;
 use framer::State;
 
+use crate::idle::IdleTimer;
+
 const READ_CHUNK: usize = 16 * 1024;
 /// Room in hyper's buffer below which a read goes through our own buffer instead.
 const MIN_IN_PLACE: usize = 1024;
@@ -61,8 +63,7 @@ pub struct Guarded<S> {
     write_blocked: bool,
     /// Runs while the connection idles between requests in a round; parks it when
     /// it fires. Kept (and reset) while a round lasts.
-    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    idle_armed: bool,
+    idle_timer: IdleTimer,
     /// While an upgrade awaits its answer: the first bytes of the response written.
     status: Vec<u8>,
     /// The read side waiting for that answer.
@@ -70,7 +71,7 @@ pub struct Guarded<S> {
     /// Longest a write may wait for the client to read (`send_timeout`).
     send_timeout: std::time::Duration,
     /// Runs while a write waits; allocated the first time one does.
-    send_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    send_timer: IdleTimer,
     /// Requests in flight on this connection (see `proxy::Conn::busy`).
     busy: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
@@ -86,12 +87,11 @@ impl<S> Guarded<S> {
             park: false,
             parked: false,
             write_blocked: false,
-            idle_timer: None,
-            idle_armed: false,
+            idle_timer: IdleTimer::default(),
             status: Vec::new(),
             reader: None,
             send_timeout,
-            send_timer: None,
+            send_timer: IdleTimer::default(),
             busy: None,
         }
     }
@@ -111,9 +111,9 @@ impl<S> Guarded<S> {
             self.framer.feed(&mut self.input, &mut self.output);
         }
         self.parked = false;
-        self.idle_armed = false;
+        self.idle_timer.reset();
         if !park {
-            self.idle_timer = None;
+            self.idle_timer.release();
         }
     }
 
@@ -151,15 +151,10 @@ impl<S> Guarded<S> {
     /// Ready once the connection has idled between requests for [`PARK_AFTER`]; the
     /// timer is armed at the start of each idle spell and reused across a round.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = tokio::time::Instant::now() + PARK_AFTER;
-        let timer = self
-            .idle_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.idle_armed {
-            timer.as_mut().reset(deadline);
-            self.idle_armed = true;
+        match self.idle_timer.expired(cx, PARK_AFTER) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
         }
-        timer.as_mut().poll(cx)
     }
 
     /// What the buffered bytes call for, if enough has arrived to tell.
@@ -298,7 +293,7 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
             }
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
-                self.idle_armed = false;
+                self.idle_timer.reset();
                 Poll::Ready(r.map(|()| true))
             }
         }
@@ -360,24 +355,16 @@ impl<S> Guarded<S> {
         if self.write_blocked && !blocked && self.park {
             cx.waker().wake_by_ref();
         }
-        if blocked {
-            let deadline = tokio::time::Instant::now() + self.send_timeout;
-            let timer = match &mut self.send_timer {
-                Some(t) => t,
-                None => self
-                    .send_timer
-                    .insert(Box::pin(tokio::time::sleep_until(deadline))),
-            };
-            if !self.write_blocked {
-                timer.as_mut().reset(deadline);
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                self.write_blocked = false;
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client did not read within send_timeout",
-                )));
-            }
+        // A wait begins when a write first blocks; it goes on while writes stay blocked.
+        if !(blocked && self.write_blocked) {
+            self.send_timer.reset();
+        }
+        if blocked && self.send_timer.expired(cx, self.send_timeout) {
+            self.write_blocked = false;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client did not read within send_timeout",
+            )));
         }
         self.write_blocked = blocked;
         r
