@@ -406,6 +406,7 @@ async fn tls_upstreams_get_the_same_bytes_as_plain_ones() {
     h1(&p, b"GET /two HTTP/1.1\r\nHost: erp.test\r\n\r\n").await;
     assert_eq!((b.nth(2).await.conn, b.connections()), (0, 1));
     p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An HTTP/2 upstream gets `:authority` equal to the client's Host and no `host` field.

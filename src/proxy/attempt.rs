@@ -1,10 +1,7 @@
-//! The upstream side of one request: the attempt loop with its retry rule, the request
-//! body across attempts, picking (with the `max_connections` queue), sending, and the
-//! passive health reports. `forward.rs` routes and prepares the request; this sends it.
-//!
-//! The retry rule (never send a write twice): a request is re-sent to another server
-//! only if (a) the connection to the first one could not be established, so nothing
-//! was sent, or (b) its method is idempotent and its body is empty or was kept whole.
+//! The upstream side of one request: the attempt loop, the request body across
+//! attempts, and sending. `forward.rs` routes and prepares the request; this sends it.
+//! Whether a failed attempt is followed by another (never a write twice) is decided by
+//! `retry::decide` alone; `pick.rs` chooses the server, `passive.rs` reports outcomes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
