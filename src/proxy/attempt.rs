@@ -4,6 +4,7 @@
 //! `retry::decide` alone; `pick.rs` chooses the server, `passive.rs` reports outcomes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -71,74 +72,98 @@ pub(super) async fn exchange(
             }
             tracing::info!(pool = %pool.name, upstream = %endpoint.addr, attempt, "retrying on another server");
         }
-        // Every request may take a pooled keep-alive connection. Idle connections are
-        // retired before the server's keep-alive ends (`idle_timeout`, or what the server
-        // announces) and checked for a close at checkout, so a server closing one just as
-        // a request is written is rare; when it happens, the retry rule decides: a safe
-        // request goes again on a new connection, a write is answered 502 with its
-        // outcome unknown, never sent twice.
-        let resendable = idempotent && matches!(source, Source::Empty | Source::Kept(_));
-        let kind = (
-            pool.cfg.tls.is_some(),
-            pool.cfg.upstream_h2,
-            max_body(route, cx),
+        // Headers are kept for another attempt if another server, or a re-send of a safe
+        // request on a new connection, could follow.
+        let keep = may_retry || (idempotent && matches!(source, Source::Empty | Source::Kept(_)));
+        let sent = on_server(
+            (&mut parts, &mut source),
+            endpoint,
+            (keep, may_retry),
+            (pool, route),
+            &mut on_client,
+            cx,
+            meta,
         );
-        let keep = may_retry || resendable;
-        let (mut req, mut give_back) = build(&mut parts, keep, endpoint, &mut source, kind, cx);
-        let in_flight = endpoint.acquire(&pool.freed);
-        let upgrade = on_client.is_some();
-        let mut reuse = true;
-        let e = loop {
-            let sent = send(
-                pool,
-                endpoint,
-                req,
-                upgrade,
-                reuse,
-                route.timeout,
-                cx.started,
-            )
-            .await;
-            let e = match sent {
-                Ok((resp, lease, took)) => {
-                    meta.upstream_time = Some(took);
-                    endpoint.stats.observe_latency(took);
-                    passive::success(pool, endpoint, resp.status(), cx);
-                    let idle = pool.read_timeout();
-                    let resp = respond(resp, lease, on_client.take(), route, idle, cx);
-                    return Ok((resp, Some(in_flight)));
-                }
-                Err(e) => e,
-            };
-            match on_failure(
-                &e,
-                pool,
-                endpoint,
-                give_back.take(),
-                &mut source,
-                &parts.method,
-                cx,
-            )? {
-                retry::Decision::Retry { same_server: true } => {
-                    tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
-                    reuse = false;
-                    (req, give_back) =
-                        build(&mut parts, may_retry, endpoint, &mut source, kind, cx);
-                }
-                retry::Decision::Retry { same_server: false } => break e,
-                retry::Decision::Stop { unknown } => {
-                    meta.outcome_unknown = unknown;
-                    return Err(e);
-                }
-            }
-        };
-        drop(in_flight);
-        last = e;
+        match sent.await? {
+            Tried::Answered(resp, in_flight) => return Ok((resp, Some(in_flight))),
+            Tried::Failed(e) => last = e,
+        }
         if attempt + 1 >= attempts {
             break;
         }
     }
     Err(last)
+}
+
+/// What one server made of the request. Not boxed: the answer moves on to the client
+/// either way, and a box would cost every request an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Tried {
+    Answered(Response<ProxyBody>, InFlight),
+    /// Failed, and the retry rule allows another server.
+    Failed(ProxyError),
+}
+
+/// Send to one server. Every request may take a pooled keep-alive connection: idle
+/// connections are retired before the server's keep-alive ends (`idle_timeout`, or what
+/// the server announces) and checked for a close at checkout, so a server closing one
+/// just as a request is written is rare. When it happens, the retry rule decides: a
+/// safe request goes again on a new connection to this server, a write is answered 502
+/// with its outcome unknown, never sent twice. `keep` keeps the headers for another
+/// attempt; `may_retry` whether another server may follow.
+async fn on_server(
+    (parts, source): (&mut Parts, &mut Source),
+    endpoint: &Arc<Endpoint>,
+    (keep, may_retry): (bool, bool),
+    (pool, route): (&Pool, &Route),
+    on_client: &mut Option<OnUpgrade>,
+    cx: &Ctx<'_>,
+    meta: &mut Meta,
+) -> Result<Tried, ProxyError> {
+    let kind = (
+        pool.cfg.tls.is_some(),
+        pool.cfg.upstream_h2,
+        max_body(route, cx),
+    );
+    let (mut req, mut give_back) = build(parts, keep, endpoint, source, kind, cx);
+    let in_flight = endpoint.acquire(&pool.freed);
+    let (upgrade, mut reuse) = (on_client.is_some(), true);
+    loop {
+        let sent = send(
+            pool,
+            endpoint,
+            req,
+            upgrade,
+            reuse,
+            route.timeout,
+            cx.started,
+        )
+        .await;
+        let e = match sent {
+            Ok((resp, lease, took)) => {
+                meta.upstream_time = Some(took);
+                endpoint.stats.observe_latency(took);
+                passive::success(pool, endpoint, resp.status(), cx);
+                let idle = pool.read_timeout();
+                let resp = respond(resp, lease, on_client.take(), route, idle, cx);
+                return Ok(Tried::Answered(resp, in_flight));
+            }
+            Err(e) => e,
+        };
+        let back = give_back.take();
+        match on_failure(&e, pool, endpoint, back, source, &parts.method, cx)? {
+            retry::Decision::Retry { same_server: true } => {
+                tracing::debug!(pool = %pool.name, upstream = %endpoint.addr, "reused connection was closed by the server; sending again on a new one");
+                reuse = false;
+                (req, give_back) = build(parts, may_retry, endpoint, source, kind, cx);
+            }
+            retry::Decision::Retry { same_server: false } => return Ok(Tried::Failed(e)),
+            retry::Decision::Stop { unknown } => {
+                meta.outcome_unknown = unknown;
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// How the body travels: nothing, kept whole (idempotent and small enough to re-send),
