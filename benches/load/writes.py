@@ -21,6 +21,8 @@ and every phase is bounded in time.
 """
 import argparse, asyncio, os, random, re, shutil, socket, subprocess, sys, tempfile, time
 
+from run import wait_port  # the side-by-side suite's, beside this file
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND, NGINX, SWITCHYARD = 19181, 19182, 19183
 IDLE_CLOSE = 2.0
@@ -60,17 +62,6 @@ def backend_stats():
     with socket.create_connection(("127.0.0.1", BACKEND + 50), 2) as s:
         conns, reqs = s.makefile().readline().split()
     return int(conns), int(reqs)
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} never opened")
 
 
 def start_nginx(tmp):
