@@ -29,6 +29,9 @@ pub struct ListenerInfo {
     pub max_body_size: Option<u64>,
     /// Pages for errors the proxy generates.
     pub error_pages: Vec<crate::config::ErrorPage>,
+    /// Added to every response after the route's (see `proxy::filters`).
+    pub add_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub response_headers_always: bool,
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
@@ -110,6 +113,8 @@ impl Snapshot {
                         trusted_proxies: l.trusted_proxies.clone(),
                         max_body_size: l.max_body_size,
                         error_pages: l.error_pages.clone(),
+                        add_response_headers: l.add_response_headers.clone(),
+                        response_headers_always: l.response_headers_always,
                     })
                     .collect(),
             ),

@@ -709,3 +709,63 @@ async fn error_pages_replace_the_proxys_own_errors_only() {
     p.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Response header rules: the listener's (bench's security headers) on every response,
+/// proxied or the proxy's own; a route's first; `response_headers_always = false` adds
+/// them only to nginx's success and redirect statuses; a regex route forces downloads.
+#[tokio::test]
+async fn response_headers_per_listener_and_route_with_always() {
+    let b = WireBackend::scripted(|r| {
+        if r.line.contains("/missing") {
+            vec![Step::Send(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )]
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let dead = support::free_port();
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\nadd_response_headers = {{ \"X-Frame-Options\" = \"SAMEORIGIN\", \"X-Content-Type-Options\" = \"nosniff\" }}\n\
+         [pools.app]\nservers = [\"{}\"]\n[pools.dead]\nservers = [\"{dead}\"]\n\
+         [[routes]]\nname = \"download\"\npool = \"app\"\nmatch.path_regex = '/files/.*\\.(html|htm|svg|xml)'\nadd_response_headers = {{ \"Content-Disposition\" = \"attachment\" }}\n\
+         [[routes]]\nname = \"quiet\"\npool = \"app\"\nmatch.path_prefix = \"/quiet\"\nadd_response_headers = {{ \"X-Route\" = \"quiet\" }}\nresponse_headers_always = false\n\
+         [[routes]]\nname = \"dead\"\npool = \"dead\"\nmatch.path_prefix = \"/dead\"\n\
+         [[routes]]\nname = \"app\"\npool = \"app\"\n",
+        b.addr
+    ))
+    .await;
+    let has = |got: &str, line: &str| got.lines().any(|l| l.eq_ignore_ascii_case(line));
+    for path in ["/app", "/missing", "/dead/x"] {
+        let got = h1(
+            &p,
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(has(&got, "x-frame-options: SAMEORIGIN"), "{path}: {got}");
+        assert!(
+            has(&got, "x-content-type-options: nosniff"),
+            "{path}: {got}"
+        );
+    }
+    let got = h1(&p, b"GET /files/page.html HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(has(&got, "content-disposition: attachment"), "{got}");
+    let got = h1(&p, b"GET /files/page.pdf HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(
+        !got.to_ascii_lowercase().contains("content-disposition"),
+        "{got}"
+    );
+    let got = h1(&p, b"GET /quiet/ok HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(has(&got, "x-route: quiet"), "{got}");
+    let got = h1(&p, b"GET /quiet/missing HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.1 404") && !has(&got, "x-route: quiet"),
+        "{got}"
+    );
+    assert!(
+        has(&got, "x-frame-options: SAMEORIGIN"),
+        "the listener's stay always: {got}"
+    );
+    p.stop().await;
+}

@@ -80,6 +80,12 @@ pub struct FileListener {
     /// `{ "502" = "502.html" }`: pages for errors the proxy generates (nginx `error_page`).
     #[serde(default)]
     pub error_pages: BTreeMap<SpanStr, SpanStr>,
+    /// Added to every response on this listener, after the route's.
+    #[serde(default)]
+    pub add_response_headers: BTreeMap<SpanStr, SpanStr>,
+    /// `false`: add them only to success and redirect statuses, as nginx's `add_header`
+    /// without `always` does.
+    pub response_headers_always: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +297,8 @@ pub struct FileRoute {
     /// Error pages on this route, before the listener's.
     #[serde(default)]
     pub error_pages: BTreeMap<SpanStr, SpanStr>,
+    /// `false`: `add_response_headers` only on success and redirect statuses.
+    pub response_headers_always: Option<bool>,
 }
 
 /// The conditions of one route; all given ones must hold.

@@ -144,6 +144,9 @@ pub struct Listener {
     pub max_body_size: Option<u64>,
     /// Pages for errors the proxy generates on this listener.
     pub error_pages: Vec<ErrorPage>,
+    pub add_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Add them to every status (default), or only to nginx's success/redirect list.
+    pub response_headers_always: bool,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

@@ -264,6 +264,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
         let redirect_https = l.redirect_https.unwrap_or(false);
         let max_body_size = cx.body_size(&l.max_body_size, "max_body_size");
         let error_pages = super::pages::load(cx, &l.error_pages);
+        let add_response_headers = header_pairs(cx, &l.add_response_headers);
         out.push(Listener {
             name,
             addr,
@@ -273,6 +274,8 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             redirect_https,
             max_body_size,
             error_pages,
+            add_response_headers,
+            response_headers_always: l.response_headers_always.unwrap_or(true),
         });
     }
     out
@@ -358,6 +361,7 @@ fn routes(
             name: name.into(),
             pool: pool.unwrap_or(0),
             error_pages: super::pages::load(cx, &route.error_pages),
+            response_headers_always: route.response_headers_always.unwrap_or(true),
             max_body_size: route.max_body_size.as_ref().map(|_| {
                 cx.body_size(&route.max_body_size, "max_body_size")
                     .unwrap_or(u64::MAX)

@@ -221,9 +221,6 @@ fn respond(
         ));
         return Response::from_parts(rp, ProxyBody::upstream(rb, None, None, idle));
     }
-    for (k, v) in &route.add_response_headers {
-        rp.headers.append(k, v.clone());
-    }
     let deadline = route.timeout.map(|t| cx.started + t);
     Response::from_parts(rp, ProxyBody::upstream(rb, lease, deadline, idle))
 }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::attempt;
 use super::body::{Busy, Finish, ProxyBody};
 use super::error::{Blame, ProxyError};
+use super::filters;
 use super::look;
 use super::shape;
 use super::tunnel;
@@ -94,10 +95,11 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         Ok(ok) => ok,
         Err(e) => {
             let mut resp = error_response(&e, &meta, conn, &request_id, &method, uri.path());
-            error_page(&mut resp, &snap, &meta, conn);
+            filters::error_page(&mut resp, route_of(&snap, &meta), listener_of(&snap, conn));
             (resp, None)
         }
     };
+    filters::add_headers(&mut resp, route_of(&snap, &meta), listener_of(&snap, conn));
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     if meta.outcome_unknown {
         snap.metrics.outcome_unknown.inc();
@@ -138,6 +140,14 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         metrics,
     });
     resp
+}
+
+fn route_of<'a>(snap: &'a Snapshot, meta: &Meta) -> Option<&'a crate::routing::Route> {
+    meta.route.as_ref().and_then(|(i, _)| snap.routes.get(*i))
+}
+
+fn listener_of<'a>(snap: &'a Snapshot, conn: &Conn) -> Option<&'a crate::state::ListenerInfo> {
+    snap.listeners.get(snap.listener_index(conn.local))
 }
 
 /// Keep a request id from a trusted proxy; otherwise make one.
@@ -392,24 +402,6 @@ fn error_response(
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-/// Serve the configured page (route's first, then listener's) for an error the proxy
-/// generated; errors an upstream returns never come here and pass through untouched.
-fn error_page(resp: &mut Response<ProxyBody>, snap: &Snapshot, meta: &Meta, conn: &Conn) {
-    let status = resp.status();
-    let route = meta.route.as_ref().and_then(|(i, _)| snap.routes.get(*i));
-    let listener = snap.listeners.get(snap.listener_index(conn.local));
-    let pages = route
-        .map(|r| &r.error_pages[..])
-        .into_iter()
-        .chain(listener.map(|l| &l.error_pages[..]));
-    let Some(page) = pages.flatten().find(|p| p.status == status) else {
-        return;
-    };
-    *resp.body_mut() = ProxyBody::fixed(page.body.clone());
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, page.content_type.clone());
 }
 
 /// `error: cause: cause` for logs.

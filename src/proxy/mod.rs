@@ -7,6 +7,7 @@
 mod attempt;
 mod body;
 mod error;
+mod filters;
 mod forward;
 pub mod framing;
 mod headers;

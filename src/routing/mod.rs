@@ -40,6 +40,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// Pages for errors the proxy generates on this route, before the listener's.
     pub error_pages: Vec<crate::config::ErrorPage>,
+    /// `add_response_headers` on every status, or only nginx's success/redirect list.
+    pub response_headers_always: bool,
 }
 
 /// What the table says about a request.

@@ -15,6 +15,7 @@ fn route(name: &str, matcher: Matcher) -> Route {
         add_response_headers: vec![],
         max_body_size: None,
         error_pages: vec![],
+        response_headers_always: true,
     }
 }
 
