@@ -55,10 +55,10 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     let started = Instant::now();
     let busy = Busy::new(&conn.busy);
     let snap = shared.state.load();
-    let trusted = snap
-        .listeners
-        .get(snap.listener_index(conn.local))
-        .map_or(&[][..], |l| &l.trusted_proxies[..]);
+    // The listener is looked up once; every stage reads it from the context.
+    let listener_index = snap.listener_index(conn.local);
+    let listener = snap.listeners.get(listener_index);
+    let trusted = listener.map_or(&[][..], |l| &l.trusted_proxies[..]);
     let request_id = request_id(req.headers(), conn.peer, trusted);
     let record = shared.access.as_ref().map(|_| {
         Box::new(AccessRecord {
@@ -90,16 +90,18 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         bytes_in: &bytes_in,
         started,
         request_id: &request_id,
+        listener,
+        listener_index,
     };
     let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
         Err(e) => {
             let mut resp = error_response(&e, &meta, conn, &request_id, &method, uri.path());
-            filters::error_page(&mut resp, route_of(&snap, &meta), listener_of(&snap, conn));
+            filters::error_page(&mut resp, route_of(&snap, &meta), listener);
             (resp, None)
         }
     };
-    filters::add_headers(&mut resp, route_of(&snap, &meta), listener_of(&snap, conn));
+    filters::add_headers(&mut resp, route_of(&snap, &meta), listener);
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     if meta.outcome_unknown {
         snap.metrics.outcome_unknown.inc();
@@ -146,10 +148,6 @@ fn route_of<'a>(snap: &'a Snapshot, meta: &Meta) -> Option<&'a crate::routing::R
     meta.route.as_ref().and_then(|(i, _)| snap.routes.get(*i))
 }
 
-fn listener_of<'a>(snap: &'a Snapshot, conn: &Conn) -> Option<&'a crate::state::ListenerInfo> {
-    snap.listeners.get(snap.listener_index(conn.local))
-}
-
 /// Keep a request id from a trusted proxy; otherwise make one.
 fn request_id(
     headers: &http::HeaderMap,
@@ -183,6 +181,9 @@ pub(super) struct Ctx<'a> {
     pub(super) bytes_in: &'a Arc<AtomicU64>,
     pub(super) started: Instant,
     pub(super) request_id: &'a HeaderValue,
+    /// The listener the request came in on (`None` if a reload removed it), and its index.
+    pub(super) listener: Option<&'a crate::state::ListenerInfo>,
+    pub(super) listener_index: usize,
 }
 
 async fn forward(
@@ -195,8 +196,7 @@ async fn forward(
     if target_len > snap.server.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
-    let listener = snap.listeners.get(snap.listener_index(cx.conn.local));
-    if listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
+    if cx.listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
         return redirect_https(&req).map(|r| (r, None));
     }
     let on_client =
@@ -252,7 +252,7 @@ async fn route(
     let kind = look::body_kind(&parts.headers, body);
     let path = routing::decode_path(parts.uri.path());
     let mut view = RequestView {
-        listener: snap.listener_index(cx.conn.local),
+        listener: cx.listener_index,
         method: &parts.method,
         host: routing::request_host(&parts.uri, &parts.headers),
         path: &path,
@@ -298,13 +298,7 @@ async fn route(
 pub(super) fn max_body(route: &crate::routing::Route, cx: &Ctx<'_>) -> u64 {
     route
         .max_body_size
-        .or_else(|| {
-            let l = cx
-                .snap
-                .listeners
-                .get(cx.snap.listener_index(cx.conn.local))?;
-            l.max_body_size
-        })
+        .or_else(|| cx.listener?.max_body_size)
         .unwrap_or(u64::MAX)
 }
 

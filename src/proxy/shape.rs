@@ -91,19 +91,31 @@ pub(super) fn climbs_above_root(path: &str) -> bool {
     }
     let mut depth = 0i32;
     for seg in path.split('/').skip(1) {
-        let dots = seg.replace("%2e", ".").replace("%2E", ".");
-        match dots.as_str() {
-            ".." => {
+        // A dot is `.` or `%2e`, in any case; compared in place, without decoding.
+        let dots = match seg.len() {
+            1 | 3 if is_dot(seg) => 1,
+            2 | 4 | 6 => (1..seg.len())
+                .find(|&k| seg.get(..k).is_some_and(is_dot) && seg.get(k..).is_some_and(is_dot))
+                .map_or(0, |_| 2),
+            _ => 0,
+        };
+        match (dots, seg.is_empty()) {
+            (2, _) => {
                 depth -= 1;
                 if depth < 0 {
                     return true;
                 }
             }
-            "." | "" => {}
+            (1, _) | (_, true) => {}
             _ => depth += 1,
         }
     }
     false
+}
+
+/// `.` or its percent-encoding `%2e` / `%2E`.
+fn is_dot(s: &str) -> bool {
+    s == "." || s.eq_ignore_ascii_case("%2e")
 }
 
 /// The header section every attempt sends.
@@ -132,11 +144,7 @@ pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
     }
     // We answer `Expect: 100-continue` ourselves when the body is first read (RFC 9110 §10.1.1).
     parts.headers.remove(header::EXPECT);
-    let trusted = cx
-        .snap
-        .listeners
-        .get(cx.snap.listener_index(cx.conn.local))
-        .map_or(&[][..], |l| &l.trusted_proxies[..]);
+    let trusted = cx.listener.map_or(&[][..], |l| &l.trusted_proxies[..]);
     headers::set_forwarded(
         &mut parts.headers,
         &Peer {

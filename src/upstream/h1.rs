@@ -130,7 +130,8 @@ impl H1Pool {
 
     /// Note a `Keep-Alive: timeout=N` (seconds) from the server.
     fn learn(&self, headers: &http::HeaderMap) {
-        let Some(v) = headers.get("keep-alive").and_then(|v| v.to_str().ok()) else {
+        static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+        let Some(v) = headers.get(&KEEP_ALIVE).and_then(|v| v.to_str().ok()) else {
             return;
         };
         let secs = v

@@ -186,34 +186,31 @@ impl Framer {
                 self.released = input.len();
                 false
             }
-            Head::Bad => {
-                // Too large, malformed or too many fields: hyper answers (431/400) and
-                // closes; nothing after it is passed on.
-                output.extend_from_slice(&input[self.released..]);
-                input.clear();
-                self.released = 0;
-                self.state = State::Refused;
-                true
-            }
+            // Too large, malformed or too many fields: hyper answers (431/400) and
+            // closes; nothing after it is passed on.
+            Head::Bad => self.hand_over(input, output, State::Refused),
             Head::Refuse => {
                 output.extend_from_slice(REFUSE);
                 input.clear();
                 self.state = State::Refused;
                 true
             }
-            Head::Preface => {
-                output.extend_from_slice(&input[self.released..]);
-                input.clear();
-                self.released = 0;
-                self.state = State::Pass;
-                true
-            }
+            Head::Preface => self.hand_over(input, output, State::Pass),
             Head::Close => {
                 input.clear();
                 self.state = State::Closed;
                 true
             }
         }
+    }
+
+    /// Give hyper the rest of the head in progress as it is, and go on in `next`.
+    fn hand_over(&mut self, input: &mut BytesMut, output: &mut BytesMut, next: State) -> bool {
+        output.extend_from_slice(&input[self.released..]);
+        input.clear();
+        self.released = 0;
+        self.state = next;
+        true
     }
 
     /// The next state after the line at the start of `data`, and the line's length
