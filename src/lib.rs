@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod sites;
 pub mod state;
 pub mod tls;
 pub mod upgrade;

@@ -269,15 +269,19 @@ impl Metrics {
             .routes
             .iter()
             .map(|r| RouteHandles {
+                // One slot per pool, then `-` for answers no pool gave (files,
+                // redirects).
                 requests: config
                     .pools
                     .iter()
+                    .map(|p| &*p.name)
+                    .chain(["-"])
                     .flat_map(|p| CLASSES.iter().map(move |c| (p, c)))
                     .map(|(p, c)| {
                         self.requests
                             .get_or_create(&RequestLabels {
                                 route: r.name.to_string(),
-                                pool: p.name.to_string(),
+                                pool: p.to_owned(),
                                 class: (*c).to_owned(),
                             })
                             .clone()

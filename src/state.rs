@@ -32,6 +32,8 @@ pub struct ListenerInfo {
     /// Added to every response after the route's (see `proxy::filters`).
     pub add_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub response_headers_always: bool,
+    /// The site pinned to this listener.
+    pub site: Option<Arc<str>>,
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
@@ -61,6 +63,8 @@ pub struct Snapshot {
     pub prepared: Arc<Prepared>,
     /// Bearer token for admin changes.
     pub admin_token: Option<Arc<str>>,
+    pub sites: Option<Arc<crate::sites::Sites>>,
+    pub compression: Option<Arc<crate::config::CompressionSettings>>,
 }
 
 impl Snapshot {
@@ -115,6 +119,7 @@ impl Snapshot {
                         error_pages: l.error_pages.clone(),
                         add_response_headers: l.add_response_headers.clone(),
                         response_headers_always: l.response_headers_always,
+                        site: l.site.clone(),
                     })
                     .collect(),
             ),
@@ -122,6 +127,8 @@ impl Snapshot {
             metrics,
             prepared,
             admin_token: config.admin.token.as_deref().map(Arc::from),
+            sites: config.sites.clone(),
+            compression: config.compression.clone(),
         }
     }
 
@@ -137,6 +144,8 @@ impl Snapshot {
             metrics: self.metrics.clone(),
             prepared: self.prepared.clone(),
             admin_token: self.admin_token.clone(),
+            sites: self.sites.clone(),
+            compression: self.compression.clone(),
         }
     }
 

@@ -33,6 +33,37 @@ pub struct FileConfig {
     pub reload: FileReload,
     #[serde(default)]
     pub runtime: FileRuntime,
+    /// Site mapping (Frappe sites, or any tenant name).
+    pub sites: Option<FileSites>,
+    /// Response compression (nginx `gzip`).
+    pub compression: Option<FileCompression>,
+}
+
+/// `[sites]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSites {
+    /// The header the proxy always sets upstream to the site (default `X-Frappe-Site-Name`).
+    pub header: Option<SpanStr>,
+    /// Domain → site, for hosts that are aliases of a site folder.
+    #[serde(default)]
+    pub domains: BTreeMap<SpanStr, SpanStr>,
+}
+
+/// `[compression]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCompression {
+    pub enabled: Option<bool>,
+    /// Content types compressed (without parameters); `text/html` is always included.
+    pub types: Option<Vec<SpanStr>>,
+    /// 1 (fast) to 9 (small) for gzip; brotli and zstd use their equivalent.
+    pub level: Option<Spanned<u32>>,
+    /// Responses whose length is known and smaller are sent as they are.
+    pub min_length: Option<u64>,
+    pub gzip: Option<bool>,
+    pub brotli: Option<bool>,
+    pub zstd: Option<bool>,
 }
 
 /// `[runtime]`: how the process runs.
@@ -86,6 +117,8 @@ pub struct FileListener {
     /// `false`: add them only to success and redirect statuses, as nginx's `add_header`
     /// without `always` does.
     pub response_headers_always: Option<bool>,
+    /// Every request on this listener belongs to this site (bench's per-port sites).
+    pub site: Option<SpanStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,7 +313,27 @@ impl<'de> Deserialize<'de> for FileServerEntry {
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     pub name: SpanStr,
-    pub pool: SpanStr,
+    /// Where requests go; with `root`, where they go when no file exists.
+    pub pool: Option<SpanStr>,
+    /// Serve files from this directory (`{site}` allowed).
+    pub root: Option<SpanStr>,
+    pub strip_prefix: Option<SpanStr>,
+    /// Follow symlinks that lead out of `root` (default false).
+    pub follow_symlinks: Option<bool>,
+    /// Serve precompressed `.gz`/`.br`/`.zst` siblings (default true).
+    pub precompressed: Option<bool>,
+    pub cache_control: Option<SpanStr>,
+    pub expires: Option<SpanStr>,
+    /// Answer with a redirect to this target (`$1`… from `path_regex`).
+    pub redirect: Option<SpanStr>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub redirect_status: Option<Spanned<u16>>,
+    /// Only reachable through `X-Accel-Redirect`.
+    pub internal: Option<bool>,
+    /// Ask the app for `X-Accel-Redirect` answers and serve them.
+    pub accel_redirect: Option<bool>,
+    /// `false`: never compress this route's responses.
+    pub compress: Option<bool>,
     #[serde(rename = "match", default)]
     pub matcher: Option<Spanned<FileMatch>>,
     pub timeout: Option<SpanStr>,

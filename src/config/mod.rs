@@ -11,6 +11,7 @@ mod file;
 mod pages;
 mod pools;
 mod validate;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{AccessFormat, Balance};
 pub use pages::ErrorPage;
+pub use web::{CompressionSettings, DEFAULT_TYPES};
 
 use crate::routing::Route;
 
@@ -111,6 +113,10 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// Worker threads of the runtime (applied at start; a reload cannot change it).
     pub workers: usize,
+    /// `[sites]`: site mapping and the site header; `None` when absent.
+    pub sites: Option<Arc<crate::sites::Sites>>,
+    /// `[compression]`; `None` when absent or disabled.
+    pub compression: Option<Arc<CompressionSettings>>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +153,8 @@ pub struct Listener {
     pub add_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Add them to every status (default), or only to nginx's success/redirect list.
     pub response_headers_always: bool,
+    /// The site every request here belongs to, whatever its Host.
+    pub site: Option<Arc<str>>,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.
@@ -312,7 +320,10 @@ impl Config {
             );
         }
         for (i, r) in self.routes.iter().enumerate() {
-            let pool = self.pools.get(r.pool).map_or("?", |p| &p.name);
+            let pool = r
+                .pool
+                .and_then(|i| self.pools.get(i))
+                .map_or("-", |p| &p.name);
             let what = if r.matcher.is_catch_all() {
                 "every request"
             } else {

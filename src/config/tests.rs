@@ -213,3 +213,35 @@ fn missing_error_page_names_the_file_and_a_bad_status_the_key() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn route_actions_are_checked() {
+    let (line, col, msg) = one("\n[[routes]]\nname = \"x\"\n");
+    assert_eq!((line, col), (12, 8), "{msg}");
+    assert!(msg.contains("neither where to send"), "{msg}");
+    let (line, _, msg) = one(
+        "\n[[routes]]\nname = \"x\"\npool = \"primary\"\nmatch.path_regex = '(.+)/'\nredirect = \"$1\"\n",
+    );
+    assert_eq!(line, 15, "{msg}");
+    assert!(msg.contains("a route does one thing"), "{msg}");
+    let (line, _, msg) = one("\n[[routes]]\nname = \"x\"\nredirect = \"$1\"\n");
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("no `match.path_regex`"), "{msg}");
+    let (line, _, msg) = one("\n[[routes]]\nname = \"x\"\nroot = \"/no/such/dir\"\n");
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("is not a directory"), "{msg}");
+    let (line, _, msg) =
+        one("\n[[routes]]\nname = \"x\"\nredirect = \"/y\"\nredirect_status = 200\n");
+    assert_eq!(line, 14, "{msg}");
+    assert!(msg.contains("301, 302"), "{msg}");
+}
+
+#[test]
+fn sites_and_compression_are_checked() {
+    let (line, _, msg) = one("\n[sites]\ndomains = { \"a.test\" = \"../x\" }\n");
+    assert_eq!(line, 12, "{msg}");
+    assert!(msg.contains("not a folder name"), "{msg}");
+    let (line, _, msg) = one("\n[compression]\nlevel = 12\n");
+    assert_eq!(line, 12, "{msg}");
+    assert!(msg.contains("1 (fastest) to 9"), "{msg}");
+}

@@ -152,6 +152,8 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     }
     super::pools::fallback_loops(&mut cx, &file, &pools);
     let routes = routes(&mut cx, &file.routes, &listeners, &pools);
+    let sites = super::web::sites(&mut cx, file.sites.as_ref());
+    let compression = super::web::compression(&mut cx, file.compression.as_ref());
     let admin = admin(&mut cx, &file.admin);
     let workers = match &file.runtime.workers {
         Some(w) if *w.get_ref() == 0 => {
@@ -167,6 +169,8 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     };
     if cx.errors.is_empty() {
         Ok(Config {
+            sites,
+            compression,
             path: path.to_path_buf(),
             listeners,
             server,
@@ -276,6 +280,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             error_pages,
             add_response_headers,
             response_headers_always: l.response_headers_always.unwrap_or(true),
+            site: super::web::pinned_site(cx, &l.site),
         });
     }
     out
@@ -333,22 +338,6 @@ fn routes(
         if let Some((first, at)) = catch_all {
             cx.err(route.name.span(), format!("route `{name}` can never match: route `{first}` (line {at}) before it matches every request; move it above `{first}` or remove it"));
         }
-        let pool = pools.iter().position(|p| *p.name == **route.pool.get_ref());
-        if pool.is_none() {
-            let defined: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
-            cx.err(
-                route.pool.span(),
-                format!(
-                    "route `{name}` uses pool `{}`, which is not defined; defined pools: {}",
-                    route.pool.get_ref(),
-                    if defined.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        defined.join(", ")
-                    }
-                ),
-            );
-        }
         let matcher = route
             .matcher
             .as_ref()
@@ -357,9 +346,14 @@ fn routes(
         if matcher.is_catch_all() && catch_all.is_none() {
             catch_all = Some((name, line));
         }
+        let (pool, action) = super::web::action(cx, route, pools, &matcher);
         out.push(Route {
             name: name.into(),
-            pool: pool.unwrap_or(0),
+            pool,
+            action,
+            internal: route.internal.unwrap_or(false),
+            accel_redirect: route.accel_redirect.unwrap_or(false),
+            compress: route.compress.unwrap_or(true),
             error_pages: super::pages::load(cx, &route.error_pages),
             response_headers_always: route.response_headers_always.unwrap_or(true),
             max_body_size: route.max_body_size.as_ref().map(|_| {

@@ -74,10 +74,16 @@ impl Finish {
     }
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body made by a response filter or a file (compressed, or read from disk).
+pub type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 #[derive(Debug)]
 enum Source {
     Fixed(Option<Bytes>),
     Upstream(Incoming),
+    Boxed(Boxed),
 }
 
 /// Response body sent to the client.
@@ -107,6 +113,16 @@ impl ProxyBody {
             bytes: 0,
             finish: None,
         }
+    }
+
+    /// A file's body, or another body wrapped by a filter (compression).
+    pub fn boxed<B>(b: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let mut me = ProxyBody::fixed(Bytes::new());
+        me.source = Source::Boxed(Boxed::new(b));
+        me
     }
 
     /// The upstream's body; `lease` is the connection it arrives on, if this task drives
@@ -175,6 +191,7 @@ impl Body for ProxyBody {
                 }
                 Pin::new(inc).poll_frame(cx).map_err(BodyError::Upstream)
             }
+            Source::Boxed(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Response),
         };
         if res.is_ready() {
             this.idle_timer.reset();
@@ -208,6 +225,7 @@ impl Body for ProxyBody {
         match &self.source {
             Source::Fixed(b) => b.is_none(),
             Source::Upstream(inc) => inc.is_end_stream(),
+            Source::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -215,6 +233,7 @@ impl Body for ProxyBody {
         match &self.source {
             Source::Fixed(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Upstream(inc) => inc.size_hint(),
+            Source::Boxed(b) => b.size_hint(),
         }
     }
 }

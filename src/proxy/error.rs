@@ -19,6 +19,12 @@ pub enum Blame {
 pub enum ProxyError {
     #[error("no route matches this request")]
     NoRoute,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed here (files are served to GET and HEAD)")]
+    MethodNotAllowed,
+    #[error("file could not be read")]
+    File(#[source] std::io::Error),
     #[error("no healthy server can take this request; try again shortly")]
     NoHealthy,
     #[error("request target too long")]
@@ -48,12 +54,14 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             ProxyError::NoRoute
+            | ProxyError::NotFound
+            | ProxyError::MethodNotAllowed
             | ProxyError::UriTooLong
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Blame::Client,
-            ProxyError::NoHealthy => Blame::Internal,
+            ProxyError::NoHealthy | ProxyError::File(_) => Blame::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::Timeout
@@ -121,7 +129,9 @@ impl ProxyError {
 impl From<&ProxyError> for StatusCode {
     fn from(e: &ProxyError) -> Self {
         match e {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoHealthy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -21,8 +21,11 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::accel;
+use super::action;
 use super::attempt;
 use super::body::{Busy, Finish, ProxyBody};
+use super::compress;
 use super::error::{Blame, ProxyError};
 use super::filters;
 use super::look;
@@ -81,6 +84,19 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         })
     });
     let (method, uri) = (req.method().clone(), req.uri().clone());
+    let site = snap.sites.as_ref().and_then(|s| {
+        s.resolve(
+            listener.and_then(|l| l.site.as_ref()),
+            routing::request_host(req.uri(), req.headers()),
+        )
+    });
+    // Only what the compression filter reads, and only when it is on.
+    let accept = snap.compression.as_ref().and_then(|_| {
+        let v = req.headers().get(header::ACCEPT_ENCODING)?.clone();
+        let mut h = http::HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, v);
+        Some((h, req.version()))
+    });
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut meta = Meta::default();
     let ctx = Ctx {
@@ -92,6 +108,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         request_id: &request_id,
         listener,
         listener_index,
+        site,
     };
     let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
@@ -102,6 +119,11 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         }
     };
     filters::add_headers(&mut resp, route_of(&snap, &meta), listener);
+    if let (Some(c), Some((h, version))) = (&snap.compression, &accept)
+        && route_of(&snap, &meta).is_none_or(|r| r.compress)
+    {
+        resp = compress::filter(resp, Some(h), *version, c);
+    }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     if meta.outcome_unknown {
         snap.metrics.outcome_unknown.inc();
@@ -113,11 +135,13 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
             .routes
             .get(*r)
             .and_then(|h| Some((h.requests(*p, status)?.clone(), Some(h.duration.clone())))),
-        (Some((r, _)), None) => snap
-            .prepared
-            .routes
-            .get(*r)
-            .and_then(|h| Some((h.requests(0, status)?.clone(), Some(h.duration.clone())))),
+        (Some((r, _)), None) => snap.prepared.routes.get(*r).and_then(|h| {
+            let no_pool = snap.pools.len();
+            Some((
+                h.requests(no_pool, status)?.clone(),
+                Some(h.duration.clone()),
+            ))
+        }),
         _ => snap
             .prepared
             .unrouted
@@ -184,6 +208,8 @@ pub(super) struct Ctx<'a> {
     /// The listener the request came in on (`None` if a reload removed it), and its index.
     pub(super) listener: Option<&'a crate::state::ListenerInfo>,
     pub(super) listener_index: usize,
+    /// The request's site (see `sites`), when `[sites]` is configured.
+    pub(super) site: Option<Arc<str>>,
 }
 
 async fn forward(
@@ -203,9 +229,18 @@ async fn forward(
         tunnel::is_websocket(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, mut body) = req.into_parts();
     shape::check(&parts)?;
-    let (idx, replay) = route(&parts, &mut body, cx).await?;
+    let path =
+        routing::normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.as_str()))?;
+    let (idx, replay) = route(&parts, &path, &mut body, cx).await?;
     let route = snap.routes.get(idx).ok_or(ProxyError::NoRoute)?;
     meta.route = Some((idx, route.name.clone()));
+    if route.internal {
+        // Reachable only through X-Accel-Redirect (nginx `internal`).
+        return Err(ProxyError::NotFound);
+    }
+    if let Some(resp) = action::run(route, &parts, &path, cx).await? {
+        return Ok((resp, None));
+    }
     // A body known to be too large is refused before anything goes upstream; one of
     // unknown length is cut off while streaming (`RequestBody::limited`).
     let limit = max_body(route, cx);
@@ -221,7 +256,10 @@ async fn forward(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    let pool = choose_pool(snap, route.pool).ok_or(ProxyError::NoHealthy)?;
+    let pool = route
+        .pool
+        .and_then(|p| choose_pool(snap, p))
+        .ok_or(ProxyError::NoHealthy)?;
     meta.pool = Some((pool.index, pool.name.clone()));
     shape::head(&mut parts, route, cx);
     if on_client.is_some() {
@@ -236,26 +274,36 @@ async fn forward(
     // Boxed: held inline, the exchange made this future (and the per-request box hyper's
     // service call allocates) about 11 KB instead of 1 KB; boxed, it is about 5 KB in
     // its own allocation, and the request's state touches half the memory.
-    Box::pin(attempt::exchange(
+    let saved = route.accel_redirect.then(|| accel::Saved::new(&parts));
+    let (mut resp, in_flight) = Box::pin(attempt::exchange(
         parts, body, replay, pool, route, on_client, cx, meta,
     ))
-    .await
+    .await?;
+    if let Some(saved) = saved
+        && resp.headers().contains_key(&accel::X_ACCEL_REDIRECT)
+    {
+        return Box::pin(accel::serve(resp, &saved, cx))
+            .await
+            .map(|r| (r, None));
+    }
+    accel::hide(resp.headers_mut());
+    Ok((resp, in_flight))
 }
 
 /// Route the request, looking at the body if a `param` route needs it.
 async fn route(
     parts: &Parts,
+    path: &str,
     body: &mut Incoming,
     cx: &Ctx<'_>,
 ) -> Result<(usize, VecDeque<Frame<Bytes>>), ProxyError> {
     let snap = cx.snap;
     let kind = look::body_kind(&parts.headers, body);
-    let path = routing::decode_path(parts.uri.path());
     let mut view = RequestView {
         listener: cx.listener_index,
         method: &parts.method,
         host: routing::request_host(&parts.uri, &parts.headers),
-        path: &path,
+        path,
         query: parts.uri.query(),
         headers: &parts.headers,
         body: if kind.is_some() {

@@ -4,14 +4,19 @@
 //! hyper-util's auto builder for h2 (TLS or prior knowledge) and upgrades. Graceful
 //! drain on shutdown. Each request goes to [`forward::handle`].
 
+mod accel;
+mod action;
 mod attempt;
 mod body;
+mod compress;
 mod error;
+mod files;
 mod filters;
 mod forward;
 pub mod framing;
 mod headers;
 mod look;
+mod mime;
 mod passive;
 mod pick;
 mod retry;

@@ -161,10 +161,31 @@ pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
     for (k, v) in &route.add_request_headers {
         parts.headers.insert(k, v.clone());
     }
+    if let Some(sites) = &cx.snap.sites {
+        // The site header is the proxy's word, never the client's.
+        match cx
+            .site
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            Some(v) => parts.headers.insert(&sites.header, v),
+            None => parts.headers.remove(&sites.header),
+        };
+    }
+    if route.accel_redirect {
+        parts
+            .headers
+            .insert(&X_USE_ACCEL, HeaderValue::from_static("True"));
+    } else {
+        parts.headers.remove(&X_USE_ACCEL);
+    }
     if !route.set_request_headers.is_empty() {
         set_templates(parts, route, cx);
     }
 }
+
+/// Frappe streams private files itself unless this asks for `X-Accel-Redirect`.
+static X_USE_ACCEL: HeaderName = HeaderName::from_static("x-use-x-accel-redirect");
 
 /// Several `Cookie` fields (HTTP/2 crumbs) become one, joined by `"; "`.
 fn join_cookies(h: &mut HeaderMap) {
@@ -222,6 +243,7 @@ fn set_templates(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
         http_host: &http_host,
         scheme: cx.conn.scheme,
         client_ip,
+        site: cx.site.as_deref(),
     };
     for (k, t) in &route.set_request_headers {
         match t.render(&vars) {

@@ -6,6 +6,7 @@
 
 mod hosts;
 mod matcher;
+mod normalize;
 #[cfg(test)]
 mod tests;
 
@@ -20,13 +21,23 @@ pub use matcher::{
     BodyParams, BodyState, HostMatch, Matcher, RequestView, ValueMatch, Verdict, decode_path,
     prefix_matches,
 };
+pub use normalize::{PathError, normalize};
 
 /// One `[[routes]]` entry, compiled.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: Arc<str>,
-    /// Index into the snapshot's pool list.
-    pub pool: usize,
+    /// Index into the snapshot's pool list: where `Proxy` sends, and where `Files`
+    /// falls back to when no file exists (nginx `try_files $uri @pool`).
+    pub pool: Option<usize>,
+    pub action: Action,
+    /// Reachable only through an `X-Accel-Redirect` answer; a client asking gets 404.
+    pub internal: bool,
+    /// Send `X-Use-X-Accel-Redirect: True` upstream and serve the `X-Accel-Redirect`
+    /// answers from the `internal` routes.
+    pub accel_redirect: bool,
+    /// Responses may be compressed (when `[compression]` is on).
+    pub compress: bool,
     pub matcher: Matcher,
     /// Total time for the exchange, response body included; `None` = only the pool's
     /// own timeouts apply.
@@ -42,6 +53,38 @@ pub struct Route {
     pub error_pages: Vec<crate::config::ErrorPage>,
     /// `add_response_headers` on every status, or only nginx's success/redirect list.
     pub response_headers_always: bool,
+}
+
+/// What a matched route does (carried out by `proxy::action`).
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send the request to the route's pool.
+    Proxy,
+    /// Serve a file; when none exists, the route's pool if it has one, else 404.
+    Files(Arc<FileRoot>),
+    /// Answer with a redirect to `to`, where `$1`… are the `path_regex` captures and
+    /// the query string is kept (nginx `rewrite … permanent|redirect`).
+    Redirect {
+        to: Arc<str>,
+        status: http::StatusCode,
+    },
+}
+
+/// Where a `Files` route finds its files.
+#[derive(Debug, Clone)]
+pub struct FileRoot {
+    /// Directory the (normalised) path is looked up under; `{site}` is replaced by the
+    /// request's site.
+    pub root: String,
+    /// Removed from the front of the path first (nginx `alias`-like).
+    pub strip_prefix: Option<String>,
+    /// Follow symlinks that lead out of the root (`false`: such a file is not served).
+    pub follow_symlinks: bool,
+    /// Serve `x.gz` / `x.br` / `x.zst` siblings to clients that accept them.
+    pub precompressed: bool,
+    /// `Cache-Control` and `Expires` (a duration from now) on files served.
+    pub cache_control: Option<HeaderValue>,
+    pub expires: Option<Duration>,
 }
 
 /// What the table says about a request.
@@ -147,6 +190,9 @@ pub enum TemplatePart {
     Scheme,
     /// `{client_ip}`: the client address as the proxy determined it.
     ClientIp,
+    /// `{site}`: the request's site (see `sites`); a header needing it is removed when
+    /// the request has none.
+    Site,
 }
 
 /// A header value with placeholders, parsed at load time.
@@ -160,6 +206,7 @@ pub struct TemplateVars<'a> {
     pub http_host: &'a str,
     pub scheme: &'a str,
     pub client_ip: std::net::IpAddr,
+    pub site: Option<&'a str>,
 }
 
 impl HeaderTemplate {
@@ -179,7 +226,8 @@ impl HeaderTemplate {
                 "http_host" => TemplatePart::HttpHost,
                 "scheme" => TemplatePart::Scheme,
                 "client_ip" => TemplatePart::ClientIp,
-                other => return Err(format!("unknown placeholder {{{other}}}; use {{host}}, {{http_host}}, {{scheme}} or {{client_ip}}")),
+                "site" => TemplatePart::Site,
+                other => return Err(format!("unknown placeholder {{{other}}}; use {{host}}, {{http_host}}, {{scheme}}, {{client_ip}} or {{site}}")),
             });
             rest = &rest[close + 1..];
         }
@@ -192,6 +240,7 @@ impl HeaderTemplate {
             http_host: "h",
             scheme: "http",
             client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            site: Some("s"),
         };
         probe
             .render(&vars)
@@ -209,6 +258,7 @@ impl HeaderTemplate {
                 TemplatePart::HttpHost => out.push_str(v.http_host),
                 TemplatePart::Scheme => out.push_str(v.scheme),
                 TemplatePart::ClientIp => out.push_str(&v.client_ip.to_string()),
+                TemplatePart::Site => out.push_str(v.site?),
             }
         }
         HeaderValue::from_str(&out).ok()

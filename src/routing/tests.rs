@@ -6,7 +6,11 @@ use super::*;
 fn route(name: &str, matcher: Matcher) -> Route {
     Route {
         name: name.into(),
-        pool: 0,
+        pool: Some(0),
+        action: Action::Proxy,
+        internal: false,
+        accel_redirect: false,
+        compress: true,
         matcher,
         timeout: None,
         add_request_headers: vec![],
@@ -226,6 +230,7 @@ fn header_templates_expand_placeholders() {
         http_host: "ERP.example.com:8443",
         scheme: "https",
         client_ip: [10, 0, 0, 9].into(),
+        site: None,
     };
     assert_eq!(
         t.render(&vars).expect("valid test input"),

@@ -35,6 +35,9 @@ pub enum BodyError {
     Deadline,
     #[error("upstream sent no body data within read_timeout")]
     UpstreamIdle,
+    /// A file or filtered body failed (a read error, a compressor's error).
+    #[error("response body failed")]
+    Response(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Client request body on its way upstream.

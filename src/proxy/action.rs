@@ -1,0 +1,113 @@
+//! What a matched route does, nginx's content handlers: proxy to its pool, serve a file
+//! (falling back to the pool when there is none, `try_files $uri @pool`), or answer
+//! with a redirect (`rewrite … permanent`). Routing only chooses the route; the work
+//! is here, and the response filters run after it whatever it was.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::files;
+use super::forward::Ctx;
+use crate::routing::{Action, Route};
+
+/// Run the route's own action; `path` is the normalised path. `Some` is the answer;
+/// `None` sends the request to the route's pool.
+pub(super) async fn run(
+    route: &Route,
+    parts: &Parts,
+    path: &str,
+    cx: &Ctx<'_>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    match &route.action {
+        Action::Proxy => Ok(None),
+        Action::Redirect { to, status } => {
+            redirect(route, to, *status, path, parts.uri.query()).map(Some)
+        }
+        Action::Files(root) => {
+            let get = parts.method == Method::GET || parts.method == Method::HEAD;
+            if !get {
+                return match route.pool {
+                    Some(_) => Ok(None),
+                    None => Err(ProxyError::MethodNotAllowed),
+                };
+            }
+            if let Some(why) = files::refused(parts.uri.path(), path) {
+                return Err(ProxyError::BadRequest(why));
+            }
+            let site = cx.site.as_deref();
+            match files::serve(root, path, &parts.headers, &parts.method, site).await? {
+                Some(resp) => Ok(Some(resp)),
+                None if route.pool.is_some() => Ok(None),
+                None => Err(ProxyError::NotFound),
+            }
+        }
+    }
+}
+
+/// Characters of a redirect target's path that must be encoded in `Location`.
+const LOCATION: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
+
+/// `to` with `$1`… from the route's `path_regex`, then the request's query string
+/// (after `&` if `to` has its own), as a relative `Location`.
+fn redirect(
+    route: &Route,
+    to: &str,
+    status: StatusCode,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut expanded = String::new();
+    match (&route.matcher.regex, to.contains('$')) {
+        (Some(re), true) => re
+            .captures(path)
+            .ok_or(ProxyError::NoRoute)?
+            .expand(to, &mut expanded),
+        _ => expanded.push_str(to),
+    }
+    let (target_path, own_query) = match to.split_once('?') {
+        Some(_) => expanded
+            .split_once('?')
+            .map_or((expanded.as_str(), None), |(p, q)| (p, Some(q))),
+        None => (expanded.as_str(), None),
+    };
+    let mut location: String =
+        percent_encoding::utf8_percent_encode(target_path, LOCATION).to_string();
+    // nginx: a replacement ending in `?` drops the request's arguments.
+    let keep = !to.ends_with('?');
+    let queries = own_query
+        .into_iter()
+        .chain(query.filter(|_| keep))
+        .filter(|q| !q.is_empty());
+    for (i, q) in queries.enumerate() {
+        location.push(if i == 0 { '?' } else { '&' });
+        location.push_str(q);
+    }
+    let value = HeaderValue::from_str(&location)
+        .map_err(|_| ProxyError::BadRequest("redirect target is not a valid header value"))?;
+    let mut resp = Response::new(ProxyBody::fixed(format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, value);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,279 @@
+//! The `Files` action: serve a file from a route's root (nginx `root` + `try_files`).
+//!
+//! tower-http's `ServeDir` does the mechanics (ETag and Last-Modified with 304,
+//! Range/206/416, HEAD, precompressed siblings). Around it, this module:
+//! - refuses what must never reach the disk: encoded slashes and backslashes, double
+//!   encoding (a `%XX` left after the one decoding), a backslash; `..` and NUL were
+//!   already refused when the path was normalised (`routing::normalize`);
+//! - confines the file to the root: unless the route follows symlinks, the file
+//!   actually opened (its `/proc/self/fd` path, so a swapped symlink cannot race the
+//!   check) must lie inside the root, else it counts as missing;
+//! - sets nginx's Content-Type table and the route's `Cache-Control`/`Expires`.
+//!
+//! `Ok(None)` means no file: the caller falls back to the route's pool, or answers 404.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use tower_http::services::ServeDir;
+use tower_http::services::fs::{Backend, File, TokioBackend};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::mime;
+use crate::routing::FileRoot;
+
+/// Request headers the file server reads.
+const PASSED: [header::HeaderName; 7] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::ACCEPT_ENCODING,
+];
+
+/// Everything but unreserved characters and `/` is encoded for `ServeDir`, which
+/// decodes the path exactly once.
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Whether the raw target has what a file path must not: an encoded `/` or `\`, or
+/// (after the one decoding) an encoded character left over, i.e. double encoding.
+pub(super) fn refused(raw: &str, decoded: &str) -> Option<&'static str> {
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Some("an encoded slash in a file path");
+    }
+    if decoded.contains('\\') {
+        return Some("a backslash in a file path");
+    }
+    let b = decoded.as_bytes();
+    let double = b
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    double.then_some("double percent-encoding in a file path")
+}
+
+/// Serve `path` (normalised) from `root`, for a GET or HEAD request with these
+/// conditional and range headers.
+pub(super) async fn serve(
+    root: &FileRoot,
+    path: &str,
+    headers: &http::HeaderMap,
+    method: &Method,
+    site: Option<&str>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let rel = match &root.strip_prefix {
+        Some(p) => match path.strip_prefix(p.as_str()) {
+            Some(r) if r.is_empty() || r.starts_with('/') => r,
+            _ => return Ok(None),
+        },
+        None => path,
+    };
+    if rel.is_empty() || rel.ends_with('/') {
+        return Ok(None);
+    }
+    let dir = match (root.root.contains("{site}"), site) {
+        (false, _) => root.root.clone(),
+        (true, Some(s)) => root.root.replace("{site}", s),
+        (true, None) => return Ok(None),
+    };
+    let confine = match root.follow_symlinks {
+        true => None,
+        false => match tokio::fs::canonicalize(&dir).await {
+            Ok(d) => Some(Arc::<Path>::from(d)),
+            Err(_) => return Ok(None),
+        },
+    };
+    let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+    *inner.method_mut() = method.clone();
+    *inner.uri_mut() = percent_encoding::utf8_percent_encode(rel, ENCODE)
+        .to_string()
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("path cannot be served"))?;
+    for h in &PASSED {
+        if *h == header::ACCEPT_ENCODING && !root.precompressed {
+            continue;
+        }
+        for v in headers.get_all(h) {
+            inner.headers_mut().append(h, v.clone());
+        }
+    }
+    let mut svc = ServeDir::with_backend(&dir, Confined { root: confine })
+        .append_index_html_on_directories(false)
+        .redirect_to_trailing_slash(false);
+    if root.precompressed {
+        svc = svc
+            .precompressed_gzip()
+            .precompressed_br()
+            .precompressed_zstd();
+    }
+    let resp = match svc.try_call(inner).await {
+        Ok(r) => r,
+        Err(e) if missing(&e) => return Ok(None),
+        Err(e) => return Err(ProxyError::File(e)),
+    };
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let (mut parts, body) = resp.into_parts();
+    finish_head(&mut parts, root, rel);
+    let body = ProxyBody::boxed(body.map_err(|e| Box::new(e) as super::body::BoxError));
+    Ok(Some(Response::from_parts(parts, body)))
+}
+
+/// nginx's Content-Type and the route's caching headers.
+fn finish_head(parts: &mut http::response::Parts, root: &FileRoot, rel: &str) {
+    if parts.headers.contains_key(header::CONTENT_TYPE) || parts.status.is_success() {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(mime::content_type(rel)),
+        );
+    }
+    let ok = matches!(parts.status.as_u16(), 200 | 206 | 304);
+    if !ok {
+        return;
+    }
+    if let Some(d) = root.expires {
+        let at = SystemTime::now() + d;
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+            parts.headers.insert(header::EXPIRES, v);
+        }
+        if root.cache_control.is_none()
+            && let Ok(v) = HeaderValue::from_str(&format!("max-age={}", d.as_secs()))
+        {
+            parts.headers.insert(header::CACHE_CONTROL, v);
+        }
+    }
+    if let Some(cc) = &root.cache_control {
+        parts.headers.insert(header::CACHE_CONTROL, cc.clone());
+    }
+}
+
+/// Errors that mean "no such file here" (nginx's `try_files` moves on).
+fn missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::NotADirectory
+    ) || matches!(e.raw_os_error(), Some(20 | 36 | 40))
+}
+
+/// `TokioBackend`, confined to a root unless `root` is `None`.
+#[derive(Debug, Clone)]
+struct Confined {
+    root: Option<Arc<Path>>,
+}
+
+impl Confined {
+    async fn open_checked(&self, path: &Path) -> io::Result<tokio::fs::File> {
+        let file = tokio::fs::File::open(path).await?;
+        if let Some(root) = &self.root {
+            let real = real_path(&file, path).await?;
+            if !real.starts_with(root) {
+                tracing::warn!(path = %path.display(), resolved = %real.display(), "refused a file outside its route's root (a symlink leaving it; set follow_symlinks to allow)");
+                return Err(io::ErrorKind::NotFound.into());
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// Where an open file really is: its descriptor's link, else the path resolved.
+async fn real_path(file: &tokio::fs::File, path: &Path) -> io::Result<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if let Ok(p) = tokio::fs::read_link(&link).await {
+            return Ok(p);
+        }
+    }
+    let _ = file;
+    tokio::fs::canonicalize(path).await
+}
+
+type IoFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+impl Backend for Confined {
+    type File = OpenFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = IoFuture<OpenFile>;
+    type MetadataFuture = IoFuture<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let this = self.clone();
+        Box::pin(async move { this.open_checked(&path).await.map(OpenFile) })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let this = self.clone();
+        if this.root.is_none() {
+            return TokioBackend.metadata(path);
+        }
+        Box::pin(async move { this.open_checked(&path).await?.metadata().await })
+    }
+}
+
+/// A file opened through [`Confined`].
+#[derive(Debug)]
+struct OpenFile(tokio::fs::File);
+
+impl AsyncRead for OpenFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncSeek for OpenFile {
+    fn start_seek(mut self: Pin<&mut Self>, pos: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.0).start_seek(pos)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.0).poll_complete(cx)
+    }
+}
+
+impl File for OpenFile {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> =
+        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        Box::pin(self.0.metadata())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+
+    #[test]
+    fn refuses_encoded_slashes_and_double_encoding() {
+        assert!(refused("/files/a%2fb", "/files/a/b").is_some());
+        assert!(refused("/files/a%5Cb", "/files/a\\b").is_some());
+        assert!(refused("/files/a\\b", "/files/a\\b").is_some());
+        assert!(refused("/files/%252e%252e/x", "/files/%2e%2e/x").is_some());
+        assert!(refused("/files/a%20b.pdf", "/files/a b.pdf").is_none());
+        assert!(refused("/files/100%", "/files/100%").is_none());
+    }
+}
