@@ -329,7 +329,23 @@ impl Config {
             } else {
                 "matching requests"
             };
-            let _ = writeln!(s, "route {} {} -> pool {pool} ({what})", i + 1, r.name);
+            let action = match &r.action {
+                crate::routing::Action::Proxy => format!("pool {pool}"),
+                crate::routing::Action::Files(f) if r.pool.is_some() => {
+                    format!("files {} else pool {pool}", f.root)
+                }
+                crate::routing::Action::Files(f) => format!("files {}", f.root),
+                crate::routing::Action::Redirect { to, status } => {
+                    format!("redirect {} {to}", status.as_u16())
+                }
+            };
+            let internal = if r.internal { ", internal" } else { "" };
+            let _ = writeln!(
+                s,
+                "route {} {} -> {action} ({what}{internal})",
+                i + 1,
+                r.name
+            );
         }
         s
     }

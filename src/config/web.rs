@@ -212,10 +212,9 @@ fn file_root(cx: &mut Ctx<'_>, r: &FileRoute, root: &super::file::SpanStr) -> Fi
             root.span(),
             format!("`root` {dir:?} must be an absolute path"),
         );
-    } else if !dir.contains("{site}") && !std::path::Path::new(&plain).is_dir() {
-        cx.err(root.span(), format!("`root` {dir:?} is not a directory"));
     }
-    if dir.replace("{site}", "").contains('{') {
+    // Like nginx, a root that does not exist (yet) is not an error: its files are 404.
+    if plain.contains('{') {
         cx.err(root.span(), "`root` knows one placeholder: {site}");
     }
     let cache_control =
