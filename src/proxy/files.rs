@@ -5,9 +5,10 @@
 //! - refuses what must never reach the disk: encoded slashes and backslashes, double
 //!   encoding (a `%XX` left after the one decoding), a backslash; `..` and NUL were
 //!   already refused when the path was normalised (`routing::normalize`);
-//! - confines the file to the root: unless the route follows symlinks, the file
-//!   actually opened (its `/proc/self/fd` path, so a swapped symlink cannot race the
-//!   check) must lie inside the root, else it counts as missing;
+//! - confines the file to the root: unless the route follows symlinks, the kernel
+//!   resolves the path beneath the root (`openat2` with `RESOLVE_BENEATH`), so a
+//!   symlink leading out of it, even one swapped in meanwhile, counts as missing;
+//! - does the file system calls inline, as nginx does (see [`Confined`]);
 //! - sets nginx's Content-Type table and the route's `Cache-Control`/`Expires`.
 //!
 //! `Ok(None)` means no file: the caller falls back to the route's pool, or answers 404.
@@ -25,7 +26,7 @@ use http_body_util::BodyExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, File, TokioBackend};
+use tower_http::services::fs::{Backend, File};
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
@@ -93,13 +94,7 @@ pub(super) async fn serve(
         (true, Some(s)) => root.root.replace("{site}", s),
         (true, None) => return Ok(None),
     };
-    let confine = match root.follow_symlinks {
-        true => None,
-        false => match tokio::fs::canonicalize(&dir).await {
-            Ok(d) => Some(Arc::<Path>::from(d)),
-            Err(_) => return Ok(None),
-        },
-    };
+    let confine = (!root.follow_symlinks).then(|| Arc::<Path>::from(Path::new(&dir)));
     let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     *inner.method_mut() = method.clone();
     *inner.uri_mut() = percent_encoding::utf8_percent_encode(rel, ENCODE)
@@ -114,7 +109,7 @@ pub(super) async fn serve(
             inner.headers_mut().append(h, v.clone());
         }
     }
-    let mut svc = ServeDir::with_backend(&dir, Confined { root: confine })
+    let mut svc = ServeDir::with_backend(&dir, Confined::new(confine))
         .append_index_html_on_directories(false)
         .redirect_to_trailing_slash(false);
     if root.precompressed {
@@ -173,93 +168,174 @@ fn missing(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(20 | 36 | 40))
 }
 
-/// `TokioBackend`, confined to a root unless `root` is `None`.
+/// The file system, confined to a root unless `root` is `None`.
+///
+/// Opens, stats and reads are plain blocking calls on the worker thread, as nginx makes
+/// them without `aio threads`: on a local disk (page cache) they take microseconds,
+/// where a hand-off to tokio's blocking pool per call cost ten times the CPU of the
+/// whole answer. A root on a slow network file system stalls the worker meanwhile.
 #[derive(Debug, Clone)]
 struct Confined {
     root: Option<Arc<Path>>,
+    /// The root directory, opened once per request (the metadata and open calls of one
+    /// answer share it).
+    dir: Arc<std::sync::OnceLock<rustix::fd::OwnedFd>>,
 }
 
 impl Confined {
-    async fn open_checked(&self, path: &Path) -> io::Result<tokio::fs::File> {
-        let file = tokio::fs::File::open(path).await?;
-        if let Some(root) = &self.root {
-            let real = real_path(&file, path).await?;
-            if !real.starts_with(root) {
-                tracing::warn!(path = %path.display(), resolved = %real.display(), "refused a file outside its route's root (a symlink leaving it; set follow_symlinks to allow)");
-                return Err(io::ErrorKind::NotFound.into());
+    fn new(root: Option<Arc<Path>>) -> Self {
+        Confined {
+            root,
+            dir: Arc::default(),
+        }
+    }
+
+    /// Open `path` (under the root); when confined, no symlink or `..` may lead out of
+    /// the root: `openat2(RESOLVE_BENEATH)` refuses that in the kernel, atomically.
+    /// `only_path`: an `O_PATH` descriptor, enough for its metadata.
+    fn open_checked(&self, path: &Path, only_path: bool) -> io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let Some(root) = &self.root else {
+            return std::fs::File::open(path);
+        };
+        let rel = path
+            .strip_prefix(root)
+            .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+        let dir = match self.dir.get() {
+            Some(d) => d,
+            None => {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let _ = self
+                    .dir
+                    .set(rustix::fs::open(&**root, flags, Mode::empty())?);
+                self.dir.get().ok_or(io::ErrorKind::NotFound)?
             }
+        };
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let mode = if only_path {
+            OFlags::PATH
+        } else {
+            OFlags::RDONLY
+        };
+        match rustix::fs::openat2(dir, rel, mode | OFlags::CLOEXEC, Mode::empty(), how) {
+            Ok(fd) => Ok(std::fs::File::from(fd)),
+            Err(rustix::io::Errno::XDEV) => Err(outside(path)),
+            // No openat2 (kernel before 5.6, or a seccomp filter): check after opening.
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => open_then_check(root, path),
+            Err(e) => Err(e.into()),
         }
-        Ok(file)
     }
 }
 
-/// Where an open file really is: its descriptor's link, else the path resolved.
-async fn real_path(file: &tokio::fs::File, path: &Path) -> io::Result<PathBuf> {
+/// Log a file kept from a client because the way to it leaves the root.
+fn outside(path: &Path) -> io::Error {
+    tracing::warn!(path = %path.display(), "refused a file outside its route's root (a symlink leaving it; set follow_symlinks to allow)");
+    io::ErrorKind::NotFound.into()
+}
+
+/// The fallback check: the file actually opened (its descriptor's link, so a swapped
+/// symlink cannot race the check) must lie inside the root.
+fn open_then_check(root: &Path, path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::File::open(path)?;
+    let root = std::fs::canonicalize(root)?;
     #[cfg(target_os = "linux")]
-    {
+    let real = {
         use std::os::fd::AsRawFd;
-        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
-        if let Ok(p) = tokio::fs::read_link(&link).await {
-            return Ok(p);
-        }
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(path))?
+    };
+    #[cfg(not(target_os = "linux"))]
+    let real = std::fs::canonicalize(path)?;
+    if !real.starts_with(&root) {
+        return Err(outside(path));
     }
-    let _ = file;
-    tokio::fs::canonicalize(path).await
+    Ok(file)
 }
 
-type IoFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+type Ready<T> = std::future::Ready<io::Result<T>>;
 
 impl Backend for Confined {
     type File = OpenFile;
     type Metadata = std::fs::Metadata;
-    type OpenFuture = IoFuture<OpenFile>;
-    type MetadataFuture = IoFuture<std::fs::Metadata>;
+    type OpenFuture = Ready<OpenFile>;
+    type MetadataFuture = Ready<std::fs::Metadata>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        let this = self.clone();
-        Box::pin(async move { this.open_checked(&path).await.map(OpenFile) })
+        std::future::ready(self.open_checked(&path, false).and_then(OpenFile::new))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let this = self.clone();
-        if this.root.is_none() {
-            return TokioBackend.metadata(path);
-        }
-        Box::pin(async move { this.open_checked(&path).await?.metadata().await })
+        std::future::ready(match &self.root {
+            None => std::fs::metadata(&path),
+            Some(_) => self.open_checked(&path, true).and_then(|f| f.metadata()),
+        })
     }
 }
 
-/// A file opened through [`Confined`].
+/// A file opened through [`Confined`], read with blocking calls (see there).
 #[derive(Debug)]
-struct OpenFile(tokio::fs::File);
+struct OpenFile {
+    file: std::fs::File,
+    /// Taken when the file was opened; the answer's length is this one's.
+    meta: std::fs::Metadata,
+    pos: u64,
+    /// The result of the seek started last.
+    seek: Option<io::Result<u64>>,
+}
+
+impl OpenFile {
+    fn new(file: std::fs::File) -> io::Result<Self> {
+        let meta = file.metadata()?;
+        Ok(OpenFile {
+            file,
+            meta,
+            pos: 0,
+            seek: None,
+        })
+    }
+}
 
 impl AsyncRead for OpenFile {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        // Only the part of the buffer the rest of the file can fill is zeroed (the
+        // reader offers 64 KiB whatever the file's size).
+        let left = self.meta.len().saturating_sub(self.pos);
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(buf.remaining());
+        let n = io::Read::read(&mut self.file, buf.initialize_unfilled_to(want))?;
+        buf.advance(n);
+        self.pos += n as u64;
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncSeek for OpenFile {
     fn start_seek(mut self: Pin<&mut Self>, pos: io::SeekFrom) -> io::Result<()> {
-        Pin::new(&mut self.0).start_seek(pos)
+        let done = io::Seek::seek(&mut self.file, pos);
+        if let Ok(p) = &done {
+            self.pos = *p;
+        }
+        self.seek = Some(done);
+        Ok(())
     }
 
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Pin::new(&mut self.0).poll_complete(cx)
+    fn poll_complete(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        let pos = self.pos;
+        Poll::Ready(self.seek.take().unwrap_or(Ok(pos)))
     }
 }
 
 impl File for OpenFile {
     type Metadata = std::fs::Metadata;
-    type MetadataFuture<'a> =
-        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+    type MetadataFuture<'a> = Ready<std::fs::Metadata>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        Box::pin(self.0.metadata())
+        std::future::ready(Ok(self.meta.clone()))
     }
 }
 
