@@ -741,3 +741,78 @@ async fn compression_applies_to_proxied_and_static_answers_and_skips_what_it_mus
     assert_eq!(field(&h, "content-type").as_deref(), Some("text/css"));
     assert_eq!(gunzip(&body), b"body{color:red}");
 }
+
+#[tokio::test]
+async fn a_listener_pins_its_site_for_roots_headers_and_templates() {
+    let bench = Bench::new("pinned");
+    let app = app().await;
+    let sites = bench.sites();
+    let toml = format!(
+        r#"[[listeners]]
+addr = "{{listen}}"
+site = "hr.test"
+
+[sites]
+
+[pools.web]
+servers = ["{app}"]
+
+[[routes]]
+name = "files"
+match.path_prefix = "/files"
+root = "{sites}/{{site}}/public"
+expires = "1h"
+
+[[routes]]
+name = "app"
+pool = "web"
+set_request_headers = {{ "X-Tenant" = "tenant={{site}}" }}
+"#,
+        app = app.addr
+    );
+    let p = Proxy::start(&toml).await;
+    let (h, body) = fetch(
+        p.addr(),
+        "GET /files/logo.png HTTP/1.1\r\nHost: erp.test\r\n",
+    )
+    .await;
+    assert_eq!(status(&h), 200, "{h}");
+    assert_eq!(body, b"hr.test", "the listener's site wins over Host");
+    assert_eq!(field(&h, "cache-control").as_deref(), Some("max-age=3600"));
+    let expires = field(&h, "expires").expect("Expires");
+    let at = httpdate::parse_http_date(&expires).unwrap();
+    let ahead = at.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(
+        ahead.as_secs() > 3500 && ahead.as_secs() <= 3600,
+        "{expires}"
+    );
+    let (h, _) = fetch(
+        p.addr(),
+        "GET /x HTTP/1.0\r\nX-Frappe-Site-Name: erp.test\r\n",
+    )
+    .await;
+    assert_eq!(status(&h), 200, "{h}");
+    let r = app.requests().pop().unwrap();
+    assert_eq!(r.values("x-frappe-site-name"), vec!["hr.test".to_owned()]);
+    assert_eq!(r.values("x-tenant"), vec!["tenant=hr.test".to_owned()]);
+}
+
+#[tokio::test]
+async fn upstream_response_heads_up_to_128_kib_pass() {
+    let big = "a".repeat(100 * 1024);
+    let app = WireBackend::scripted(move |_| {
+        vec![Step::Send(
+            format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\nok").into_bytes(),
+        )]
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        app.addr
+    ))
+    .await;
+    let (h, body) = fetch(p.addr(), "GET / HTTP/1.1\r\nHost: a\r\n").await;
+    assert_eq!(status(&h), 200, "{}", &h[..80.min(h.len())]);
+    assert_eq!(field(&h, "x-big").map(|v| v.len()), Some(100 * 1024));
+    assert_eq!(body, b"ok");
+}
