@@ -345,6 +345,7 @@ async fn assets_are_served_with_type_caching_etag_304_range_and_head() {
     )
     .await;
     assert_eq!(status(&h), 405, "{h}");
+    assert_eq!(field(&h, "allow").as_deref(), Some("GET, HEAD"));
     assert!(app.requests().is_empty(), "{:?}", app.requests());
 }
 

@@ -5,14 +5,15 @@
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, CONTROLS};
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::files;
 use super::forward::Ctx;
-use crate::routing::{Action, Route};
+use crate::routing::{self, Action, Route};
 
 /// Run the route's own action; `path` is the normalised path. `Some` is the answer;
 /// `None` sends the request to the route's pool.
@@ -105,6 +106,23 @@ fn redirect(
     )));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::LOCATION, value);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// `redirect_https`: 301 to the same host (without port) and target over https.
+pub(super) fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = routing::request_host(req.uri(), req.headers())
+        .ok_or(ProxyError::BadRequest("no Host to redirect to"))?;
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(&format!("https://{}{target}", host.to_ascii_lowercase()))
+        .map_err(|_| ProxyError::BadRequest("Host cannot be redirected"))?;
+    let mut resp = Response::new(ProxyBody::fixed("301 Moved Permanently: use https\n"));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    resp.headers_mut().insert(header::LOCATION, location);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

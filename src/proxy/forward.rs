@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ use super::action;
 use super::attempt;
 use super::body::{Busy, Finish, ProxyBody};
 use super::compress;
-use super::error::{Blame, ProxyError};
+use super::error::{self, ProxyError};
 use super::filters;
 use super::look;
 use super::shape;
@@ -38,9 +38,6 @@ use crate::state::Snapshot;
 use crate::upstream::{InFlight, Pool};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_OUTCOME: HeaderName = HeaderName::from_static("x-switchyard-outcome");
-/// Seconds a client is told to wait when nothing can take its request.
-const RETRY_AFTER_SECS: &str = "5";
 
 /// What is known about where a request went, for logs, metrics and error bodies.
 #[derive(Debug, Default)]
@@ -113,7 +110,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     let (mut resp, in_flight) = match forward(req, &ctx, &mut meta).await {
         Ok(ok) => ok,
         Err(e) => {
-            let mut resp = error_response(&e, &meta, conn, &request_id, &method, uri.path());
+            let mut resp = error::respond(&e, &meta, conn, &request_id, &method, uri.path());
             filters::error_page(&mut resp, route_of(&snap, &meta), listener);
             (resp, None)
         }
@@ -223,7 +220,7 @@ async fn forward(
         return Err(ProxyError::UriTooLong);
     }
     if cx.listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
-        return redirect_https(&req).map(|r| (r, None));
+        return action::redirect_https(&req).map(|r| (r, None));
     }
     let on_client =
         tunnel::is_websocket(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
@@ -361,99 +358,4 @@ fn choose_pool(snap: &Snapshot, first: usize) -> Option<&Pool> {
         at = pool.cfg.fallback;
     }
     None
-}
-
-/// `redirect_https`: 301 to the same host (without port) and target over https.
-fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-    let host = routing::request_host(req.uri(), req.headers())
-        .ok_or(ProxyError::BadRequest("no Host to redirect to"))?;
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = HeaderValue::from_str(&format!("https://{}{target}", host.to_ascii_lowercase()))
-        .map_err(|_| ProxyError::BadRequest("Host cannot be redirected"))?;
-    let mut resp = Response::new(ProxyBody::fixed("301 Moved Permanently: use https\n"));
-    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    resp.headers_mut().insert(header::LOCATION, location);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(resp)
-}
-
-/// The short plain-text answer for a failure, plus its log event.
-fn error_response(
-    e: &ProxyError,
-    meta: &Meta,
-    conn: &Conn,
-    id: &HeaderValue,
-    method: &http::Method,
-    path: &str,
-) -> Response<ProxyBody> {
-    let status = StatusCode::from(e);
-    let route = meta.route.as_ref().map_or("-", |r| &r.1);
-    let pool = meta.pool.as_ref().map_or("-", |p| &p.1);
-    let server = meta
-        .server
-        .map_or_else(|| "-".to_owned(), |s| s.to_string());
-    let request_id = id.to_str().unwrap_or("-");
-    let detail = chain(e);
-    match e.blame() {
-        Blame::Upstream | Blame::Internal => {
-            tracing::warn!(request_id, route, pool, upstream = %server, status = status.as_u16(), error = %detail, "upstream request failed")
-        }
-        Blame::Client => {
-            tracing::debug!(request_id, peer = %conn.peer, status = status.as_u16(), error = %detail, "request refused")
-        }
-    }
-    if meta.outcome_unknown {
-        tracing::warn!(request_id, %method, path, upstream = %server, "write may or may not have been applied upstream; not retried; reconcile by request id");
-    }
-    let mut text = format!(
-        "{} {}: {e}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    if meta.route.is_some() {
-        text.push_str(&format!(" (route {route}, pool {pool})"));
-    }
-    if meta.outcome_unknown {
-        text.push_str(&format!(
-            "; the request may have been applied: not retried (request id {request_id})"
-        ));
-    }
-    text.push('\n');
-    let mut resp = Response::new(ProxyBody::fixed(text));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        h.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static(RETRY_AFTER_SECS),
-        );
-    }
-    if meta.outcome_unknown {
-        h.insert(&X_OUTCOME, HeaderValue::from_static("unknown"));
-    }
-    if e.blame() == Blame::Client && status != StatusCode::NOT_FOUND {
-        // The rest of a refused request cannot be trusted to be framed right.
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-/// `error: cause: cause` for logs.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
