@@ -8,7 +8,9 @@
 //! `Content-Range` yet, a listed type, and a length (when known) of at least
 //! `min_length`. tower-http's compression then negotiates and wraps the body; it sets
 //! `Content-Encoding`, `Vary: Accept-Encoding` and drops `Content-Length` and
-//! `Accept-Ranges`. An `ETag` becomes weak, as nginx makes it.
+//! `Accept-Ranges`. An `ETag` becomes weak, as nginx makes it. A response that could
+//! have been compressed but was not (the client does not accept any) still gets
+//! `Vary: Accept-Encoding` (nginx `gzip_vary on`).
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -27,16 +29,19 @@ use crate::config::CompressionSettings;
 /// Compress `resp` if the request and the response allow it.
 pub(super) fn filter(
     resp: Response<ProxyBody>,
-    req_headers: Option<&HeaderMap>,
+    accept_encoding: Option<&HeaderValue>,
     version: Version,
     settings: &CompressionSettings,
 ) -> Response<ProxyBody> {
-    let Some(accept) = req_headers.and_then(|h| accepts(h, settings)) else {
-        return resp;
-    };
     if version < Version::HTTP_11 || !eligible(&resp, settings) {
         return resp;
     }
+    let Some(accept) = accept_encoding.and_then(|v| accepts(v, settings)) else {
+        // Sent as it is, but a cache must still know it depends on the encoding.
+        let mut resp = resp;
+        add_vary(resp.headers_mut());
+        return resp;
+    };
     let mut svc = Compression::new(Once(Some(resp)))
         .quality(CompressionLevel::Precise(settings.level as i32))
         .gzip(settings.gzip)
@@ -59,8 +64,7 @@ pub(super) fn filter(
 
 /// The client's `Accept-Encoding` if it names an encoding we may use (and does not
 /// refuse it with `q=0`, which is left to the uncompressed answer).
-fn accepts(h: &HeaderMap, s: &CompressionSettings) -> Option<HeaderValue> {
-    let v = h.get(header::ACCEPT_ENCODING)?;
+fn accepts(v: &HeaderValue, s: &CompressionSettings) -> Option<HeaderValue> {
     let t = v.to_str().ok()?;
     let named = (s.gzip && t.contains("gzip"))
         || (s.brotli && t.contains("br"))
@@ -94,6 +98,19 @@ fn eligible(resp: &Response<ProxyBody>, s: &CompressionSettings) -> bool {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .or_else(|| resp.body().size_hint().exact());
     length.is_none_or(|n| n >= s.min_length)
+}
+
+/// `Vary: Accept-Encoding`, unless a `Vary` names it already.
+fn add_vary(h: &mut HeaderMap) {
+    let named = h.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
+        })
+    });
+    if !named {
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
 }
 
 /// `"x"` → `W/"x"`: the compressed bytes are not the identity's.

@@ -88,11 +88,9 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         )
     });
     // Only what the compression filter reads, and only when it is on.
-    let accept = snap.compression.as_ref().and_then(|_| {
-        let v = req.headers().get(header::ACCEPT_ENCODING)?.clone();
-        let mut h = http::HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, v);
-        Some((h, req.version()))
+    let accept = snap.compression.as_ref().map(|_| {
+        let v = req.headers().get(header::ACCEPT_ENCODING).cloned();
+        (v, req.version())
     });
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut meta = Meta::default();
@@ -119,7 +117,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     if let (Some(c), Some((h, version))) = (&snap.compression, &accept)
         && route_of(&snap, &meta).is_none_or(|r| r.compress)
     {
-        resp = compress::filter(resp, Some(h), *version, c);
+        resp = compress::filter(resp, h.as_ref(), *version, c);
     }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     if meta.outcome_unknown {
