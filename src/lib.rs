@@ -11,6 +11,7 @@
 pub mod access;
 pub mod admin;
 pub mod config;
+pub mod frappe;
 pub mod health;
 pub mod idle;
 pub mod listen;

@@ -25,10 +25,73 @@ struct Args {
     /// Diagnostics as JSON lines.
     #[arg(long)]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Read a Frappe bench and print a complete config that does what the nginx config
+    /// of `bench setup nginx` does, plus health checks and, with --report-pool, the
+    /// report split. Check it with `switchyard --config FILE --check`.
+    FrappeBench {
+        /// The bench directory (with apps/ and sites/).
+        path: PathBuf,
+        /// Write the config here (and 502.html beside it) instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Servers for a report pool; the read-only report methods go there.
+        #[arg(long = "report-pool", value_name = "ADDR", num_args = 1..)]
+        report_pool: Vec<String>,
+        /// App servers of the web pool (default 127.0.0.1:<webserver_port>).
+        #[arg(long, value_name = "ADDR", num_args = 1..)]
+        web: Vec<String>,
+        /// The socketio server (default 127.0.0.1:<socketio_port>).
+        #[arg(long, value_name = "ADDR")]
+        socketio: Option<String>,
+    },
+}
+
+/// `switchyard frappe-bench`: the config on stdout or in a file, a summary on stderr.
+fn frappe_bench(cmd: Command) -> ExitCode {
+    let Command::FrappeBench {
+        path,
+        output,
+        report_pool,
+        web,
+        socketio,
+    } = cmd;
+    let opts = switchyard::frappe::Options {
+        web,
+        report_pool,
+        socketio,
+        ..Default::default()
+    };
+    let (text, summary) = match switchyard::frappe::generate(&path, output.as_deref(), opts) {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("switchyard frappe-bench: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match &output {
+        Some(f) => {
+            if let Err(e) = std::fs::write(f, &text) {
+                eprintln!("switchyard frappe-bench: {}: {e}", f.display());
+                return ExitCode::from(1);
+            }
+        }
+        None => print!("{text}"),
+    }
+    eprint!("{summary}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(cmd) = args.command.take() {
+        return frappe_bench(cmd);
+    }
     let filter = match &args.log_level {
         Some(l) => EnvFilter::try_new(l),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),

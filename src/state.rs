@@ -34,6 +34,8 @@ pub struct ListenerInfo {
     pub response_headers_always: bool,
     /// The site pinned to this listener.
     pub site: Option<Arc<str>>,
+    /// `max_requests_per_host`'s counters.
+    pub host_limit: Option<Arc<crate::proxy::HostLimit>>,
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
@@ -120,6 +122,7 @@ impl Snapshot {
                         add_response_headers: l.add_response_headers.clone(),
                         response_headers_always: l.response_headers_always,
                         site: l.site.clone(),
+                        host_limit: l.max_requests_per_host.map(crate::proxy::HostLimit::new),
                     })
                     .collect(),
             ),

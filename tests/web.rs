@@ -826,3 +826,33 @@ async fn upstream_response_heads_up_to_128_kib_pass() {
     assert_eq!(field(&h, "x-big").map(|v| v.len()), Some(100 * 1024));
     assert_eq!(body, b"ok");
 }
+
+#[tokio::test]
+async fn max_requests_per_host_refuses_the_excess_with_503() {
+    let app = WireBackend::scripted(|_| {
+        let mut steps = vec![Step::Sleep(std::time::Duration::from_millis(400))];
+        steps.extend(ok());
+        steps
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\nmax_requests_per_host = 1\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        app.addr
+    ))
+    .await;
+    let addr = p.addr();
+    let slow =
+        tokio::spawn(async move { fetch(addr, "GET /a HTTP/1.1\r\nHost: one.test\r\n").await });
+    eventually("the first request reaches the app", || {
+        let n = app.requests().len();
+        async move { n == 1 }
+    })
+    .await;
+    let (h, _) = fetch(addr, "GET /b HTTP/1.1\r\nHost: ONE.test\r\n").await;
+    assert_eq!(status(&h), 503, "{h}");
+    let (h, _) = fetch(addr, "GET /c HTTP/1.1\r\nHost: two.test\r\n").await;
+    assert_eq!(status(&h), 200, "another host is not limited: {h}");
+    assert_eq!(status(&slow.await.unwrap().0), 200);
+    let (h, _) = fetch(addr, "GET /d HTTP/1.1\r\nHost: one.test\r\n").await;
+    assert_eq!(status(&h), 200, "released when the answer ended: {h}");
+}

@@ -119,6 +119,8 @@ pub struct FileListener {
     pub response_headers_always: Option<bool>,
     /// Every request on this listener belongs to this site (bench's per-port sites).
     pub site: Option<SpanStr>,
+    /// At most this many requests in flight per Host (nginx `limit_conn $host`).
+    pub max_requests_per_host: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -155,6 +155,8 @@ pub struct Listener {
     pub response_headers_always: bool,
     /// The site every request here belongs to, whatever its Host.
     pub site: Option<Arc<str>>,
+    /// Requests in flight per Host; `None` = no limit.
+    pub max_requests_per_host: Option<u32>,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

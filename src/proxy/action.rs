@@ -26,7 +26,8 @@ pub(super) async fn run(
     match &route.action {
         Action::Proxy => Ok(None),
         Action::Redirect { to, status } => {
-            redirect(route, to, *status, path, parts.uri.query()).map(Some)
+            let host = routing::request_host(&parts.uri, &parts.headers);
+            redirect(route, to, *status, path, parts.uri.query(), host).map(Some)
         }
         Action::Files(root) => {
             let get = parts.method == Method::GET || parts.method == Method::HEAD;
@@ -62,16 +63,29 @@ const LOCATION: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'%');
 
-/// `to` with `$1`… from the route's `path_regex`, then the request's query string
-/// (after `&` if `to` has its own), as a relative `Location`.
+/// `to` with `$1`… from the route's `path_regex` and `{host}` (lower-case, no port),
+/// then the request's query string (after `&` if `to` has its own), as `Location`.
 fn redirect(
     route: &Route,
     to: &str,
     status: StatusCode,
     path: &str,
     query: Option<&str>,
+    host: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut expanded = String::new();
+    let host_part = match (to.split_once("{host}"), host) {
+        (None, _) => None,
+        (Some((before, after)), Some(h)) if crate::sites::valid_name(&h.to_ascii_lowercase()) => {
+            Some((before, h.to_ascii_lowercase(), after))
+        }
+        (Some(_), _) => return Err(ProxyError::BadRequest("no valid Host to redirect to")),
+    };
+    let to = match &host_part {
+        Some((before, h, after)) => format!("{before}{h}{after}"),
+        None => to.to_owned(),
+    };
+    let to = to.as_str();
     match (&route.matcher.regex, to.contains('$')) {
         (Some(re), true) => re
             .captures(path)

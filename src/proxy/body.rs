@@ -36,6 +36,8 @@ pub struct Finish {
         prometheus_client::metrics::counter::Counter,
         Option<AtomicHistogram>,
     )>,
+    /// Released with the response (see `proxy::limit`).
+    pub host_slot: Option<crate::proxy::HostSlot>,
 }
 
 /// One request in flight on its client connection (see `proxy::Conn::busy`).

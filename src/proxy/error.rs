@@ -28,6 +28,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("not found")]
     NotFound,
+    #[error("too many requests in flight for this host (max_requests_per_host)")]
+    HostBusy,
     #[error("method not allowed here (files are served to GET and HEAD)")]
     MethodNotAllowed,
     #[error("file could not be read")]
@@ -68,7 +70,7 @@ impl ProxyError {
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Blame::Client,
-            ProxyError::NoHealthy | ProxyError::File(_) => Blame::Internal,
+            ProxyError::NoHealthy | ProxyError::File(_) | ProxyError::HostBusy => Blame::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::Timeout
@@ -139,7 +141,7 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthy => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthy | ProxyError::HostBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,

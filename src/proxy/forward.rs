@@ -48,6 +48,8 @@ pub(super) struct Meta {
     pub(super) upstream_time: Option<Duration>,
     /// A write failed after it may have reached the server.
     pub(super) outcome_unknown: bool,
+    /// The request's place under `max_requests_per_host`, held until its response ends.
+    pub(super) host_slot: Option<super::HostSlot>,
 }
 
 /// Serve one request; never fails (errors become responses).
@@ -159,6 +161,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         in_flight,
         busy: Some(busy),
         metrics,
+        host_slot: meta.host_slot.take(),
     });
     resp
 }
@@ -219,6 +222,10 @@ async fn forward(
     }
     if cx.listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
         return action::redirect_https(&req).map(|r| (r, None));
+    }
+    if let Some(limit) = cx.listener.and_then(|l| l.host_limit.as_ref()) {
+        let host = routing::request_host(req.uri(), req.headers()).unwrap_or("");
+        meta.host_slot = Some(limit.acquire(host).ok_or(ProxyError::HostBusy)?);
     }
     let on_client =
         tunnel::is_websocket(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));

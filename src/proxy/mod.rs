@@ -15,6 +15,7 @@ mod filters;
 mod forward;
 pub mod framing;
 mod headers;
+mod limit;
 mod look;
 mod mime;
 mod passive;
@@ -38,6 +39,7 @@ use tracing::Instrument;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
+pub use limit::{HostLimit, HostSlot};
 
 use crate::access::AccessLog;
 use crate::config::ServerSettings;

@@ -582,4 +582,5 @@ pub async fn read_message(
         pending.extend_from_slice(&buf[..n]);
     }
 }
+pub mod tlsclient;
 pub mod wire;
