@@ -402,3 +402,41 @@ fn per_site_ports_pin_each_listener_to_its_site() {
     assert!(text.contains("servers = [\"127.0.0.1:8005\"]"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_wildcard_certificate_covers_the_sites_under_its_domain() {
+    let dir = bench("wildcard");
+    let certs = dir.join("certs");
+    cert(&certs, "wild", &["*.erp.test"]);
+    std::fs::create_dir_all(dir.join("sites/a.erp.test")).unwrap();
+    std::fs::write(
+        dir.join("sites/a.erp.test/site_config.json"),
+        "{\"db_name\": \"_a\"}",
+    )
+    .unwrap();
+    let common = format!(
+        "{{\"dns_multitenant\": true, \"wildcard\": {{\"domain\": \"*.erp.test\", \"ssl_certificate\": \"{0}/wild.pem\", \"ssl_certificate_key\": \"{0}/wild.key\"}}}}",
+        certs.display()
+    );
+    std::fs::write(dir.join("sites/common_site_config.json"), common).unwrap();
+    let out = dir.join("w.toml");
+    let (code, _, err) = run(&[
+        "frappe-bench",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("# wildcard certificate for *.erp.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("match.host = [\"a.erp.test\", \"shop.test\"]"),
+        "{text}"
+    );
+    let (code, _, err) = run(&["--config", out.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
