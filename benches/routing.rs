@@ -102,7 +102,7 @@ fn bench_route(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 snap.pools[0]
-                    .pick(view, switchyard::upstream::PickKey::None, &[])
+                    .pick(view, switchyard::upstream::PickKey::None, &[], 0)
                     .map(|e| e.addr),
             )
         })

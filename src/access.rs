@@ -38,6 +38,10 @@ pub struct AccessRecord {
     pub server: Option<SocketAddr>,
     pub upstream_time: Option<Duration>,
     pub total_time: Duration,
+    /// The route's request class (`None`: no route).
+    pub class: Option<Arc<str>>,
+    /// Time spent waiting in the pool's queue.
+    pub queue_wait: Option<Duration>,
 }
 
 /// Handle the request path uses to submit records.
@@ -120,7 +124,7 @@ fn combined(line: &mut String, r: &AccessRecord) {
     let esc = |s: &str| s.replace('"', "\\x22");
     let _ = writeln!(
         line,
-        "{} - - [{ts}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={} request_id={}",
+        "{} - - [{ts}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={} request_id={} class={} queue_wait={}",
         r.client,
         r.method,
         esc(target),
@@ -136,6 +140,8 @@ fn combined(line: &mut String, r: &AccessRecord) {
         r.total_time.as_secs_f64(),
         r.bytes_in,
         r.request_id.to_str().unwrap_or("-"),
+        r.class.as_deref().unwrap_or("-"),
+        secs(r.queue_wait),
     );
 }
 
@@ -160,6 +166,8 @@ fn json(line: &mut String, r: &AccessRecord) {
         "upstream_time": r.upstream_time.map(|d| d.as_secs_f64()),
         "request_time": r.total_time.as_secs_f64(),
         "request_id": r.request_id.to_str().ok(),
+        "class": r.class.as_deref(),
+        "queue_wait": r.queue_wait.map(|d| d.as_secs_f64()),
     });
     let _ = writeln!(line, "{v}");
 }
@@ -186,6 +194,8 @@ mod tests {
             server: Some(([127, 0, 0, 1], 8001).into()),
             upstream_time: Some(Duration::from_millis(12)),
             total_time: Duration::from_millis(13),
+            class: Some("report".into()),
+            queue_wait: Some(Duration::from_millis(250)),
         }
     }
 
@@ -196,7 +206,7 @@ mod tests {
         assert_eq!(
             s,
             "192.0.2.1 - - [22/Nov/2026:01:51:53 +0000] \"POST /?a=b HTTP/1.1\" 200 34 \"-\" \"curl \\x228\\x22\" \
-             route=reports pool=secondary upstream=127.0.0.1:8001 upstream_time=0.012 request_time=0.013 bytes_in=12 request_id=abc123\n"
+             route=reports pool=secondary upstream=127.0.0.1:8001 upstream_time=0.012 request_time=0.013 bytes_in=12 request_id=abc123 class=report queue_wait=0.250\n"
         );
     }
 
@@ -207,5 +217,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&s).expect("the line is JSON");
         assert_eq!(v["route"], "reports");
         assert_eq!(v["status"], 200);
+        assert_eq!(v["class"], "report");
+        assert_eq!(v["queue_wait"], 0.25);
     }
 }

@@ -279,6 +279,10 @@ fn upstreams(snap: &Snapshot) -> Value {
                         "ejections": st.ejections,
                         "ejected_until": st.ejected_until.map(unix),
                         "in_flight": e.in_flight(),
+                        "limit": p.admission.limit(e),
+                        "class_in_flight": snap.classes.iter().zip(e.class_in_flight.iter())
+                            .map(|(c, n)| (c.to_string(), json!(n.load(Relaxed))))
+                            .collect::<serde_json::Map<String, Value>>(),
                         "requests": s.requests.load(Relaxed),
                         "errors": s.errors.load(Relaxed),
                         "latency_ewma_ms": s.ewma_us() / 1e3,
@@ -290,9 +294,31 @@ fn upstreams(snap: &Snapshot) -> Value {
                 "balance": p.cfg.balance.as_str(),
                 "active_checks": p.cfg.health.is_some(),
                 "fallback": p.cfg.fallback.and_then(|f| snap.pools.get(f)).map(|f| &*f.name),
+                "max_connections": p.cfg.max_connections,
+                "limit": if p.cfg.adaptive { "adaptive" } else { "static" },
+                "queued": p.admission.waiting(),
+                "classes": classes(snap, p),
                 "servers": servers,
             })
         })
         .collect();
     json!({"generation": snap.generation, "pools": pools})
+}
+
+/// Per class of a pool: priority, cap per server, waiting now, refused so far.
+fn classes(snap: &crate::state::Snapshot, p: &crate::upstream::Pool) -> Vec<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    snap.classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "class": &**c,
+                "priority": p.cfg.classes.get(i).map_or(0, |r| r.priority),
+                "cap": p.admission.cap(i),
+                "queued": p.admission.queued.get(i).map_or(0, |n| n.load(Relaxed)),
+                "rejected": p.admission.rejected.get(i).map_or(0, |n| n.load(Relaxed)),
+            })
+        })
+        .collect()
 }

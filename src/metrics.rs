@@ -98,6 +98,19 @@ struct ServerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    pool: String,
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerClassLabels {
+    pool: String,
+    server: String,
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
     pool: String,
     server: String,
@@ -145,6 +158,10 @@ pub struct Metrics {
     retries: Family<PoolLabels, Counter>,
     healthy: Family<ServerLabels, Gauge>,
     in_flight: Family<ServerLabels, Gauge>,
+    limit: Family<ServerLabels, Gauge>,
+    class_in_flight: Family<ServerClassLabels, Gauge>,
+    queued: Family<ClassLabels, Gauge>,
+    rejected: Family<ClassLabels, Counter>,
     ejections: Family<ServerLabels, Gauge>,
     checks: Family<CheckLabels, Counter>,
     pub outcome_unknown: Counter,
@@ -173,6 +190,10 @@ impl Metrics {
             retries: Family::default(),
             healthy: Family::default(),
             in_flight: Family::default(),
+            limit: Family::default(),
+            class_in_flight: Family::default(),
+            queued: Family::default(),
+            rejected: Family::default(),
             ejections: Family::default(),
             checks: Family::default(),
             outcome_unknown: Counter::default(),
@@ -209,6 +230,26 @@ impl Metrics {
             "upstream_in_flight",
             "Requests in flight per server",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "upstream_limit",
+            "Requests a server may have in flight now (max_connections, or the adaptive limit); 0 = unlimited",
+            m.limit.clone(),
+        );
+        registry.register(
+            "upstream_class_in_flight",
+            "Requests in flight per server and request class",
+            m.class_in_flight.clone(),
+        );
+        registry.register(
+            "upstream_queued",
+            "Requests waiting in a pool's queue, per class",
+            m.queued.clone(),
+        );
+        registry.register(
+            "upstream_rejected",
+            "Requests refused by a pool's limits (queue full or queue_timeout), per class",
+            m.rejected.clone(),
         );
         registry.register(
             "upstream_ejections",
@@ -335,6 +376,24 @@ impl Metrics {
         self.checks.get_or_create(&l).inc();
     }
 
+    /// A pool's queue lengths and refusals per class.
+    fn render_classes(&self, snap: &Snapshot, p: &crate::upstream::Pool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (i, c) in snap.classes.iter().enumerate() {
+            let l = ClassLabels {
+                pool: p.name.to_string(),
+                class: c.to_string(),
+            };
+            let queued = p.admission.queued.get(i).map_or(0, |n| n.load(Relaxed));
+            self.queued
+                .get_or_create(&l)
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+            let refused = p.admission.rejected.get(i).map_or(0, |n| n.load(Relaxed));
+            let counter = self.rejected.get_or_create(&l);
+            counter.inc_by(refused.saturating_sub(counter.get()));
+        }
+    }
+
     /// The exposition text, with server gauges read from `snap`.
     pub fn render(&self, snap: &Snapshot) -> String {
         for (p, view) in snap.pools.iter().zip(&snap.views) {
@@ -352,7 +411,23 @@ impl Metrics {
                 self.ejections
                     .get_or_create(&l)
                     .set(i64::from(e.stats.status().ejections));
+                let limit = p.admission.limit(e).unwrap_or(0);
+                self.limit
+                    .get_or_create(&l)
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
+                for (c, n) in snap.classes.iter().zip(e.class_in_flight.iter()) {
+                    let l = ServerClassLabels {
+                        pool: p.name.to_string(),
+                        server: e.addr.to_string(),
+                        class: c.to_string(),
+                    };
+                    let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                    self.class_in_flight
+                        .get_or_create(&l)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
             }
+            self.render_classes(snap, p);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

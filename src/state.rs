@@ -66,6 +66,8 @@ pub struct Snapshot {
     /// Bearer token for admin changes.
     pub admin_token: Option<Arc<str>>,
     pub sites: Option<Arc<crate::sites::Sites>>,
+    /// Request class names; index 0 is `default`.
+    pub classes: Arc<Vec<Arc<str>>>,
     pub compression: Option<Arc<crate::config::CompressionSettings>>,
 }
 
@@ -131,6 +133,7 @@ impl Snapshot {
             prepared,
             admin_token: config.admin.token.as_deref().map(Arc::from),
             sites: config.sites.clone(),
+            classes: Arc::new(config.classes.clone()),
             compression: config.compression.clone(),
         }
     }
@@ -148,6 +151,7 @@ impl Snapshot {
             prepared: self.prepared.clone(),
             admin_token: self.admin_token.clone(),
             sites: self.sites.clone(),
+            classes: self.classes.clone(),
             compression: self.compression.clone(),
         }
     }

@@ -214,6 +214,25 @@ pub struct FilePool {
     pub tls: Option<Spanned<FileUpstreamTls>>,
     /// Speak HTTP/2 to the servers (h2c prior knowledge, or ALPN h2 over TLS).
     pub upstream_h2: Option<bool>,
+    /// `"static"` (default) or `"adaptive"`: the per-server limit follows latency.
+    pub limit: Option<SpanStr>,
+    /// A waiting request gains one priority step per `aging` waited.
+    pub aging: Option<SpanStr>,
+    /// Request classes: caps and priorities (`[pools.NAME.classes.CLASS]`).
+    #[serde(default)]
+    pub classes: BTreeMap<SpanStr, Spanned<FileClass>>,
+}
+
+/// `[pools.NAME.classes.CLASS]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClass {
+    /// Requests of this class in flight per server.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Higher goes first; `default` is 0.
+    pub priority: Option<i32>,
+    pub queue_size: Option<usize>,
+    pub queue_timeout: Option<SpanStr>,
 }
 
 /// `[pools.NAME.tls]`.
@@ -336,6 +355,8 @@ pub struct FileRoute {
     pub accel_redirect: Option<bool>,
     /// `false`: never compress this route's responses.
     pub compress: Option<bool>,
+    /// Request class (`default` when absent): pools may cap and prioritise it.
+    pub class: Option<SpanStr>,
     #[serde(rename = "match", default)]
     pub matcher: Option<Spanned<FileMatch>>,
     pub timeout: Option<SpanStr>,

@@ -6,6 +6,7 @@
 //! named constants below. `main` (`--check`, start-up) and later reloads call the same
 //! [`load`].
 
+mod classes;
 mod error;
 mod file;
 mod pages;
@@ -94,6 +95,8 @@ pub const DEFAULT_RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
 pub const DEFAULT_IDEMPOTENT: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
 /// Methods a pool may list in `retry.idempotent_methods` (RFC 9110 §9.2.2).
 pub const IDEMPOTENT: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+/// A waiting request gains one priority step per this much waiting.
+pub const DEFAULT_AGING: Duration = Duration::from_secs(1);
 /// How long a request may wait for a free connection slot when `max_connections` is set.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many requests may wait for a slot per pool; more get 503 at once.
@@ -117,6 +120,10 @@ pub struct Config {
     pub sites: Option<Arc<crate::sites::Sites>>,
     /// `[compression]`; `None` when absent or disabled.
     pub compression: Option<Arc<CompressionSettings>>,
+    /// Request class names; index 0 is `default`.
+    pub classes: Vec<Arc<str>>,
+    /// Problems worth a look that do not stop the config (`--check` prints them).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +216,22 @@ pub struct PoolConfig {
     pub queue_size: usize,
     pub tls: Option<UpstreamTls>,
     pub upstream_h2: bool,
+    /// The per-server limit follows latency (bounded by `max_connections`).
+    pub adaptive: bool,
+    /// A waiting request gains one priority step per `aging` waited.
+    pub aging: Duration,
+    /// Per class (index into `Config::classes`): cap, priority, queue bounds.
+    pub classes: Vec<ClassRule>,
+}
+
+/// How a pool treats one request class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassRule {
+    /// Requests of the class in flight per server; `None` = only the server's limit.
+    pub cap: Option<usize>,
+    pub priority: i32,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
 }
 
 /// TLS to a pool's servers, built at load time.
@@ -342,12 +365,34 @@ impl Config {
                 }
             };
             let internal = if r.internal { ", internal" } else { "" };
+            let class = match self.classes.get(r.class) {
+                Some(c) if r.class != 0 => format!(", class {c}"),
+                _ => String::new(),
+            };
+            let internal = format!("{internal}{class}");
             let _ = writeln!(
                 s,
                 "route {} {} -> {action} ({what}{internal})",
                 i + 1,
                 r.name
             );
+        }
+        for pool in &self.pools {
+            for (c, rule) in self.classes.iter().zip(&pool.classes) {
+                if rule.cap.is_some() || rule.priority != 0 {
+                    let cap = rule
+                        .cap
+                        .map_or("no cap".to_owned(), |n| format!("{n} per server"));
+                    let _ = writeln!(
+                        s,
+                        "pool {} class {c}: {cap}, priority {}",
+                        pool.name, rule.priority
+                    );
+                }
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
         }
         s
     }

@@ -107,6 +107,10 @@ pub(super) fn pool(
         tls: p.tls.as_ref().and_then(|t| upstream_tls(cx, t)),
         upstream_h2: p.upstream_h2.unwrap_or(false),
         queue_size: p.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        adaptive: adaptive(cx, p),
+        aging: cx.duration(&p.aging, "aging", DEFAULT_AGING),
+        // Filled in once the routes' classes are known (`classes.rs`).
+        classes: Vec::new(),
     }
 }
 
@@ -379,4 +383,27 @@ fn upstream_tls(
         client: Arc::new(client),
         server_name,
     })
+}
+
+/// `limit = "static" | "adaptive"`; adaptive needs `max_connections` as its bound.
+fn adaptive(cx: &mut Ctx<'_>, p: &super::file::FilePool) -> bool {
+    let Some(l) = &p.limit else { return false };
+    match l.get_ref().as_str() {
+        "static" => false,
+        "adaptive" if p.max_connections.is_some() => true,
+        "adaptive" => {
+            cx.err(
+                l.span(),
+                "`limit = \"adaptive\"` needs `max_connections` as its upper bound",
+            );
+            false
+        }
+        other => {
+            cx.err(
+                l.span(),
+                format!("`limit` is \"static\" or \"adaptive\", not {other:?}"),
+            );
+            false
+        }
+    }
 }

@@ -245,3 +245,38 @@ fn sites_and_compression_are_checked() {
     assert_eq!(line, 12, "{msg}");
     assert!(msg.contains("1 (fastest) to 9"), "{msg}");
 }
+
+#[test]
+fn classes_are_numbered_and_checked() {
+    let extra = "max_connections = 4\n[pools.secondary.classes.report]\nmax_connections = 3\npriority = -10\n\n[[routes]]\nname = \"r\"\npool = \"secondary\"\nclass = \"report\"\nmatch.path_prefix = \"/r\"\n[[routes]]\nname = \"d\"\npool = \"primary\"\n";
+    let c = parse(Path::new("t.toml"), &format!("{BASE}{extra}")).expect("valid");
+    assert_eq!(
+        c.classes.iter().map(|c| &**c).collect::<Vec<_>>(),
+        ["default", "report"]
+    );
+    assert_eq!(c.routes[0].class, 1);
+    assert_eq!(c.routes[1].class, 0);
+    let rule = &c.pools[1].classes[1];
+    assert_eq!((rule.cap, rule.priority), (Some(3), -10));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        c.summary()
+            .contains("pool secondary class report: 3 per server, priority -10")
+    );
+
+    let typo = "[pools.secondary.classes.reprot]\nmax_connections = 3\n[[routes]]\nname = \"r\"\npool = \"secondary\"\nclass = \"report\"\n";
+    let (line, _, msg) = one(typo);
+    assert_eq!(line, 10, "{msg}");
+    assert!(
+        msg.contains("class `reprot`, which no route sets; routes set: default, report"),
+        "{msg}"
+    );
+
+    let above = "max_connections = 2\n[pools.secondary.classes.report]\nmax_connections = 3\n[[routes]]\nname = \"r\"\npool = \"secondary\"\nclass = \"report\"\n";
+    let c = parse(Path::new("t.toml"), &format!("{BASE}{above}")).expect("valid");
+    assert!(
+        c.warnings[0].contains("more than the server's max_connections 2"),
+        "{:?}",
+        c.warnings
+    );
+}

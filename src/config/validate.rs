@@ -151,7 +151,8 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
         pools.push(super::pools::pool(&mut cx, name, p, &names));
     }
     super::pools::fallback_loops(&mut cx, &file, &pools);
-    let routes = routes(&mut cx, &file.routes, &listeners, &pools);
+    let mut routes = routes(&mut cx, &file.routes, &listeners, &pools);
+    let (classes, warnings) = super::classes::resolve(&mut cx, &file, &mut pools, &mut routes);
     let sites = super::web::sites(&mut cx, file.sites.as_ref());
     let compression = super::web::compression(&mut cx, file.compression.as_ref());
     let admin = admin(&mut cx, &file.admin);
@@ -169,6 +170,8 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     };
     if cx.errors.is_empty() {
         Ok(Config {
+            classes,
+            warnings,
             sites,
             compression,
             path: path.to_path_buf(),
@@ -355,6 +358,8 @@ fn routes(
             internal: route.internal.unwrap_or(false),
             accel_redirect: route.accel_redirect.unwrap_or(false),
             compress: route.compress.unwrap_or(true),
+            // Numbered once every route is known (`classes.rs`).
+            class: 0,
             error_pages: super::pages::load(cx, &route.error_pages),
             response_headers_always: route.response_headers_always.unwrap_or(true),
             max_body_size: route.max_body_size.as_ref().map(|_| {

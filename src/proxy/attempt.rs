@@ -56,15 +56,24 @@ pub(super) async fn exchange(
             break;
         }
         let view = snap.view(pool.index).ok_or(ProxyError::NoHealthy)?;
-        let ei = match pick::wait_pick(pool, view, key, &tried[..attempt], attempt == 0).await {
-            Some(ei) => ei,
+        let pick = (key, route.class);
+        let grant = pick::admit(pool, view, pick, &tried[..attempt], attempt == 0, meta).await?;
+        let (ei, in_flight) = match grant {
+            Some(g) => (
+                pool.endpoints
+                    .iter()
+                    .position(|e| Arc::ptr_eq(e, g.endpoint()))
+                    .unwrap_or(usize::MAX),
+                g,
+            ),
             None if attempt == 0 => return Err(ProxyError::NoHealthy),
             None => break,
         };
         tried[attempt] = ei;
         // Headers are cloned only if another attempt could follow this one.
         let may_retry = attempt + 1 < attempts && view.eligible.len() > attempt + 1;
-        let endpoint = pool.endpoints.get(ei).ok_or(ProxyError::NoHealthy)?;
+        let endpoint = in_flight.endpoint().clone();
+        let endpoint = &endpoint;
         meta.server = Some(endpoint.addr);
         if attempt > 0 {
             if let Some(c) = snap.prepared.retries.get(pool.index) {
@@ -77,7 +86,7 @@ pub(super) async fn exchange(
         let keep = may_retry || (idempotent && matches!(source, Source::Empty | Source::Kept(_)));
         let sent = on_server(
             (&mut parts, &mut source),
-            endpoint,
+            (endpoint, in_flight),
             (keep, may_retry),
             (pool, route),
             &mut on_client,
@@ -113,7 +122,7 @@ enum Tried {
 /// attempt; `may_retry` whether another server may follow.
 async fn on_server(
     (parts, source): (&mut Parts, &mut Source),
-    endpoint: &Arc<Endpoint>,
+    (endpoint, in_flight): (&Arc<Endpoint>, InFlight),
     (keep, may_retry): (bool, bool),
     (pool, route): (&Pool, &Route),
     on_client: &mut Option<OnUpgrade>,
@@ -126,7 +135,6 @@ async fn on_server(
         max_body(route, cx),
     );
     let (mut req, mut give_back) = build(parts, keep, endpoint, source, kind, cx);
-    let in_flight = endpoint.acquire(&pool.freed);
     let (upgrade, mut reuse) = (on_client.is_some(), true);
     loop {
         let sent = send(
@@ -143,6 +151,7 @@ async fn on_server(
             Ok((resp, lease, took)) => {
                 meta.upstream_time = Some(took);
                 endpoint.stats.observe_latency(took);
+                pool.admission.observe(endpoint, took);
                 passive::success(pool, endpoint, resp.status(), cx);
                 let idle = pool.read_timeout();
                 let resp = respond(resp, lease, on_client.take(), route, idle, cx);

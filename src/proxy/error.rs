@@ -30,6 +30,9 @@ pub enum ProxyError {
     NotFound,
     #[error("too many requests in flight for this host (max_requests_per_host)")]
     HostBusy,
+    /// The pool's limits (server `max_connections`, the class's cap) kept it out.
+    #[error("{}", match why { crate::upstream::Refusal::QueueFull => "every server is at its limit for this request's class and the queue is full (max_connections, queue_size)", crate::upstream::Refusal::Timeout => "every server stayed at its limit for this request's class for queue_timeout (max_connections)" })]
+    Limited { why: crate::upstream::Refusal },
     #[error("method not allowed here (files are served to GET and HEAD)")]
     MethodNotAllowed,
     #[error("file could not be read")]
@@ -70,7 +73,10 @@ impl ProxyError {
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Blame::Client,
-            ProxyError::NoHealthy | ProxyError::File(_) | ProxyError::HostBusy => Blame::Internal,
+            ProxyError::NoHealthy
+            | ProxyError::File(_)
+            | ProxyError::HostBusy
+            | ProxyError::Limited { .. } => Blame::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::Timeout
@@ -141,7 +147,9 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthy | ProxyError::HostBusy => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthy | ProxyError::HostBusy | ProxyError::Limited { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -50,6 +50,8 @@ pub(super) struct Meta {
     pub(super) outcome_unknown: bool,
     /// The request's place under `max_requests_per_host`, held until its response ends.
     pub(super) host_slot: Option<super::HostSlot>,
+    /// Time spent in the pool's queue.
+    pub(super) queue_wait: Option<Duration>,
 }
 
 /// Serve one request; never fails (errors become responses).
@@ -80,6 +82,8 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
             server: None,
             upstream_time: None,
             total_time: Duration::ZERO,
+            class: None,
+            queue_wait: None,
         })
     });
     let (method, uri) = (req.method().clone(), req.uri().clone());
@@ -145,12 +149,16 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
             .get(crate::metrics::class_of(status))
             .map(|c| (c.clone(), None)),
     };
+    let class = route_of(&snap, &meta).and_then(|rt| snap.classes.get(rt.class).cloned());
+    let host_slot = meta.host_slot.take();
     let record = record.map(|mut r| {
         r.status = status;
         r.route = meta.route.map(|r| r.1);
         r.pool = meta.pool.map(|p| p.1);
         r.server = meta.server;
         r.upstream_time = meta.upstream_time;
+        r.queue_wait = meta.queue_wait;
+        r.class = class;
         r
     });
     resp.body_mut().set_finish(Finish {
@@ -161,7 +169,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
         in_flight,
         busy: Some(busy),
         metrics,
-        host_slot: meta.host_slot.take(),
+        host_slot,
     });
     resp
 }

@@ -1,59 +1,73 @@
 //! Choosing the server for an attempt: the pool's balancer over the servers not yet
-//! tried, and, with `max_connections`, a bounded wait for a server with room.
+//! tried with room for the request's class, and, when they are full, a place in the
+//! pool's queue.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::header;
 use http::request::Parts;
-use tokio::time::Instant;
 
+use super::error::ProxyError;
+use super::forward::Meta;
 use crate::config::HashKey;
-use crate::upstream::{PickKey, Pool};
+use crate::upstream::{Endpoint, InFlight, PickKey, Pool, PoolView, Refusal};
 
-/// Pick a server; with `max_connections`, the first attempt may wait in a bounded queue.
-pub(super) async fn wait_pick(
+/// Reserve a server for an attempt: the balancer's choice among the servers with room
+/// for the request's class. The first attempt may wait in the pool's queue when
+/// servers or the class are full (see `upstream::admit`); it queues at once, behind
+/// the others, when others already wait. `Ok(None)`: no server can take it.
+pub(super) async fn admit(
     pool: &Pool,
-    view: &crate::upstream::PoolView,
-    key: PickKey,
+    view: &PoolView,
+    (key, class): (PickKey, usize),
     tried: &[usize],
     may_wait: bool,
-) -> Option<usize> {
-    let find = |p: &Pool| {
-        p.pick(view, key, tried)
-            .and_then(|e| p.endpoints.iter().position(|x| Arc::ptr_eq(x, e)))
-    };
-    if let Some(i) = find(pool) {
-        return Some(i);
+    meta: &mut Meta,
+) -> Result<Option<InFlight>, ProxyError> {
+    let adm = &pool.admission;
+    if !(may_wait && adm.must_queue()) {
+        // A server picked may fill up before it is reserved; pick again then.
+        for _ in 0..3 {
+            let Some(e) = pool.pick(view, key, tried, class) else {
+                break;
+            };
+            if let Some(g) = adm.try_admit(e, class) {
+                return Ok(Some(g));
+            }
+        }
     }
-    if !may_wait || pool.cfg.max_connections.is_none() || view.is_empty() {
-        return None;
+    if !may_wait || !adm.limited() || view.is_empty() {
+        return Ok(None);
     }
-    Box::pin(queue(pool, find)).await
+    let servers: Vec<Arc<Endpoint>> = view
+        .eligible
+        .iter()
+        .filter(|i| !tried.contains(i))
+        .filter_map(|&i| pool.endpoints.get(i).cloned())
+        .collect();
+    match Box::pin(adm.wait(class, &servers)).await {
+        Ok((grant, waited)) => {
+            meta.queue_wait = Some(waited);
+            if waited >= LONG_WAIT {
+                tracing::info!(pool = %pool.name, class, waited = ?waited, "request waited long for a place on a server");
+            }
+            Ok(Some(grant))
+        }
+        Err(why) => {
+            let what = match why {
+                Refusal::QueueFull => "the queue is full",
+                Refusal::Timeout => "waited queue_timeout for a place",
+            };
+            tracing::warn!(pool = %pool.name, class, reason = what, "request refused by the pool's limits");
+            Err(ProxyError::Limited { why })
+        }
+    }
 }
 
-/// Wait in the pool's bounded queue for a server with room.
-async fn queue(pool: &Pool, find: impl Fn(&Pool) -> Option<usize>) -> Option<usize> {
-    if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.cfg.queue_size {
-        pool.queued.fetch_sub(1, Ordering::AcqRel);
-        return None;
-    }
-    let deadline = Instant::now() + pool.cfg.queue_timeout;
-    let found = loop {
-        let freed = pool.freed.notified();
-        tokio::pin!(freed);
-        freed.as_mut().enable();
-        if let Some(i) = find(pool) {
-            break Some(i);
-        }
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
-            break None;
-        }
-    };
-    pool.queued.fetch_sub(1, Ordering::AcqRel);
-    found
-}
+/// A wait at least this long is logged.
+const LONG_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
     if pool.cfg.balance != crate::config::Balance::Hash {

@@ -38,6 +38,8 @@ pub struct Route {
     pub accel_redirect: bool,
     /// Responses may be compressed (when `[compression]` is on).
     pub compress: bool,
+    /// Request class (index into the config's class names; 0 is `default`).
+    pub class: usize,
     pub matcher: Matcher,
     /// Total time for the exchange, response body included; `None` = only the pool's
     /// own timeouts apply.

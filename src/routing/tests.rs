@@ -11,6 +11,7 @@ fn route(name: &str, matcher: Matcher) -> Route {
         internal: false,
         accel_redirect: false,
         compress: true,
+        class: 0,
         matcher,
         timeout: None,
         add_request_headers: vec![],

@@ -6,6 +6,7 @@
 //! transition and publishes inside the [`Snapshot`](crate::state::Snapshot). The
 //! request path only reads views and bumps atomics.
 
+mod admit;
 mod balance;
 mod body;
 mod budget;
@@ -24,8 +25,8 @@ use http::uri::Authority;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::Notify;
 
+pub use admit::{Admission, InFlight, Refusal};
 pub use balance::{PickKey, PoolView, hash_of};
 pub use body::{BodyError, RequestBody, Unsent};
 pub use budget::RetryBudget;
@@ -129,6 +130,11 @@ pub struct Endpoint {
     pub conns: Arc<H1Pool>,
     /// The HTTP/2 client, for pools with `upstream_h2` only.
     pub h2: Option<UpstreamClient>,
+    /// Requests in flight per class (see `admit`).
+    pub class_in_flight: Box<[AtomicUsize]>,
+    /// The adaptive limit now (pools with `limit = "adaptive"`).
+    pub limit: AtomicUsize,
+    pub adapt: admit::Adapt,
 }
 
 impl Endpoint {
@@ -148,7 +154,17 @@ impl Endpoint {
                 None,
             )),
             h2: None,
+            class_in_flight: Box::new([AtomicUsize::new(0)]),
+            limit: AtomicUsize::new(0),
+            adapt: admit::Adapt::default(),
         }
+    }
+
+    /// Count requests of `classes` classes; start the adaptive limit at `limit`.
+    pub fn with_classes(mut self, classes: usize, limit: usize) -> Self {
+        self.class_in_flight = (0..classes.max(1)).map(|_| AtomicUsize::new(0)).collect();
+        self.limit = AtomicUsize::new(limit);
+        self
     }
 
     /// Use `conns` for this server's idle connections.
@@ -159,38 +175,6 @@ impl Endpoint {
 
     pub fn in_flight(&self) -> usize {
         self.stats.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Count one request against this endpoint until the guard drops.
-    pub fn acquire(self: &Arc<Self>, freed: &Arc<Notify>) -> InFlight {
-        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            endpoint: Arc::clone(self),
-            freed: Arc::clone(freed),
-        }
-    }
-}
-
-/// Decrements the endpoint's in-flight count on drop and wakes one queued request.
-#[derive(Debug)]
-pub struct InFlight {
-    endpoint: Arc<Endpoint>,
-    freed: Arc<Notify>,
-}
-
-impl InFlight {
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.endpoint
-            .stats
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-        self.freed.notify_one();
     }
 }
 
@@ -220,10 +204,8 @@ pub struct Pool {
     pub budget: RetryBudget,
     /// Rotates round robin and least_conn tie-breaks; persists across view rebuilds.
     next: AtomicUsize,
-    /// Signalled whenever a request to this pool finishes (for `max_connections` waits).
-    pub freed: Arc<Notify>,
-    /// Requests currently waiting for a slot.
-    pub queued: AtomicUsize,
+    /// Server limits, class caps and the waiting queue.
+    pub admission: Arc<Admission>,
 }
 
 impl Pool {
@@ -253,7 +235,13 @@ impl Pool {
                         || Arc::new(H1Pool::new(s.addr, keep, connect, idle, cfg.tls.clone())),
                         |e| Arc::clone(&e.conns),
                     );
-                let mut e = Endpoint::new(s.addr, s.weight, stats_for(s.addr)).with_conns(conns);
+                // The adaptive limit starts low and rises with fast answers.
+                let start = cfg
+                    .max_connections
+                    .map_or(0, |m| if cfg.adaptive { m.min(4) } else { m });
+                let mut e = Endpoint::new(s.addr, s.weight, stats_for(s.addr))
+                    .with_conns(conns)
+                    .with_classes(cfg.classes.len(), start);
                 if cfg.upstream_h2 {
                     e.h2 = Some(
                         old.and_then(|e| e.h2.clone())
@@ -270,8 +258,7 @@ impl Pool {
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
             cfg: cfg.clone(),
             next: AtomicUsize::new(0),
-            freed: Arc::new(Notify::new()),
-            queued: AtomicUsize::new(0),
+            admission: Admission::new(cfg),
         }
     }
 
@@ -292,17 +279,22 @@ impl Pool {
         self.cfg.read_timeout
     }
 
-    /// Whether a server may take one more request under `max_connections`.
-    pub fn has_room(&self, e: &Endpoint) -> bool {
-        self.cfg.max_connections.is_none_or(|m| e.in_flight() < m)
-    }
-
-    /// The endpoint for the next request among the view's eligible ones, skipping
-    /// `exclude` (servers already tried) and full servers.
-    pub fn pick(&self, view: &PoolView, key: PickKey, exclude: &[usize]) -> Option<&Arc<Endpoint>> {
+    /// The endpoint for the next request of `class` among the view's eligible ones,
+    /// skipping `exclude` (servers already tried) and servers without room.
+    pub fn pick(
+        &self,
+        view: &PoolView,
+        key: PickKey,
+        exclude: &[usize],
+        class: usize,
+    ) -> Option<&Arc<Endpoint>> {
         let rotate = self.next.fetch_add(1, Ordering::Relaxed);
         let ok = |i: usize| {
-            !exclude.contains(&i) && self.endpoints.get(i).is_some_and(|e| self.has_room(e))
+            !exclude.contains(&i)
+                && self
+                    .endpoints
+                    .get(i)
+                    .is_some_and(|e| self.admission.room(e, class))
         };
         let i = view.pick(
             self.cfg.balance,

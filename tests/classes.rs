@@ -1,0 +1,221 @@
+//! Request classes: the seed's story with small numbers. One app server that handles
+//! exactly N requests at once (like gunicorn's sync workers: more connections wait in
+//! its backlog), a closed-loop flood of slow report requests from more clients than
+//! workers, and a steady open-loop stream of fast transactional POSTs.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// An HTTP/1.1 keep-alive server with `workers` workers: a request holds one for the
+/// time its path asks (`/report…` 600 ms, `/hold` 150 ms, else 5 ms). It records the
+/// order in which requests got a worker.
+async fn app(workers: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let sem = Arc::new(Semaphore::new(workers));
+    let seen = order.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s, sem.clone(), seen.clone()));
+        }
+    });
+    (addr, order)
+}
+
+async fn serve(mut s: TcpStream, sem: Arc<Semaphore>, order: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let len: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + 4 + len);
+        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let Ok(_worker) = sem.acquire().await else {
+            return;
+        };
+        order.lock().unwrap().push(path.clone());
+        let ms = if path.starts_with("/report") {
+            600
+        } else if path == "/hold" {
+            150
+        } else {
+            5
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn config(app: std::net::SocketAddr, classes: bool) -> String {
+    let limits = if classes {
+        "max_connections = 2\nqueue_size = 100\nqueue_timeout = \"10s\"\n[pools.app.classes.report]\nmax_connections = 1\npriority = -10\n"
+    } else {
+        ""
+    };
+    format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.app]\nservers = [\"{app}\"]\nread_timeout = \"10s\"\n{limits}\n[[routes]]\nname = \"reports\"\npool = \"app\"\nclass = \"report\"\nmatch.path_prefix = \"/report\"\n[[routes]]\nname = \"default\"\npool = \"app\"\n"
+    )
+}
+
+/// One request on a new connection; its status and latency.
+async fn timed(addr: std::net::SocketAddr, req: &'static [u8]) -> (u16, Duration) {
+    let t = Instant::now();
+    let (got, _) = support::wire::exchange(addr, req).await;
+    let status = got
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, t.elapsed())
+}
+
+/// Six report clients in a closed loop and a transaction every 40 ms, for `secs`:
+/// (transaction latencies, failed transactions, reports completed).
+async fn storm(addr: std::net::SocketAddr, secs: u64) -> (Vec<Duration>, usize, usize) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let reports: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut done = 0;
+                while Instant::now() < until {
+                    if timed(
+                        addr,
+                        b"GET /report/stock-balance HTTP/1.1\r\nHost: erp\r\n\r\n",
+                    )
+                    .await
+                    .0 == 200
+                    {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    // Let the flood fill the workers first, as in the story.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tx = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(40));
+    while Instant::now() < until {
+        tick.tick().await;
+        tx.push(tokio::spawn(timed(addr, b"POST /api/resource/Sales%20Order HTTP/1.1\r\nHost: erp\r\nContent-Length: 2\r\n\r\n{}")));
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for t in tx {
+        let (status, took) = t.await.unwrap();
+        if status == 200 {
+            lat.push(took);
+        } else {
+            failed += 1;
+        }
+    }
+    let mut done = 0;
+    for r in reports {
+        done += r.await.unwrap();
+    }
+    lat.sort();
+    (lat, failed, done)
+}
+
+fn p99(lat: &[Duration]) -> Duration {
+    lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn capped_reports_leave_a_worker_for_transactions() {
+    let (addr, _) = app(2).await;
+    let bare = Proxy::start(&config(addr, false)).await;
+    let (lat, failed, reports) = storm(bare.addr(), 3).await;
+    let without = p99(&lat);
+    bare.stop().await;
+    let (addr, _) = app(2).await;
+    let classed = Proxy::start(&config(addr, true)).await;
+    let (lat, failed_with, reports_with) = storm(classed.addr(), 3).await;
+    let with = p99(&lat);
+    eprintln!(
+        "transactions p99: without classes {without:?} ({failed} failed, {reports} reports), with `report` capped at N-1 {with:?} ({failed_with} failed, {reports_with} reports)"
+    );
+    assert!(
+        without >= Duration::from_millis(300),
+        "the flood must hurt without classes: {without:?}"
+    );
+    assert!(
+        with < Duration::from_millis(200),
+        "with classes transactions stay fast: {with:?}"
+    );
+    assert_eq!(failed_with, 0);
+    assert!(reports_with >= 3, "reports still complete: {reports_with}");
+}
+
+#[tokio::test]
+async fn the_highest_priority_goes_first_and_each_class_in_arrival_order() {
+    let (addr, order) = app(1).await;
+    let toml = format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.app]\nservers = [\"{addr}\"]\nmax_connections = 1\n[pools.app.classes.report]\npriority = -10\n[[routes]]\nname = \"reports\"\npool = \"app\"\nclass = \"report\"\nmatch.path_prefix = \"/report\"\n[[routes]]\nname = \"default\"\npool = \"app\"\n"
+    );
+    let p = Proxy::start(&toml).await;
+    let a = p.addr();
+    let mut all = vec![tokio::spawn(timed(
+        a,
+        b"GET /hold HTTP/1.1\r\nHost: erp\r\n\r\n",
+    ))];
+    eventually("the first request holds the one place", || {
+        let n = order.lock().unwrap().len();
+        async move { n == 1 }
+    })
+    .await;
+    let reqs: [&'static [u8]; 5] = [
+        b"GET /report/1 HTTP/1.1\r\nHost: erp\r\n\r\n",
+        b"GET /report/2 HTTP/1.1\r\nHost: erp\r\n\r\n",
+        b"GET /d1 HTTP/1.1\r\nHost: erp\r\n\r\n",
+        b"GET /report/3 HTTP/1.1\r\nHost: erp\r\n\r\n",
+        b"GET /d2 HTTP/1.1\r\nHost: erp\r\n\r\n",
+    ];
+    for r in reqs {
+        all.push(tokio::spawn(timed(a, r)));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for t in all {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    let got = order.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        ["/hold", "/d1", "/d2", "/report/1", "/report/2", "/report/3"]
+    );
+}
