@@ -219,3 +219,88 @@ async fn the_highest_priority_goes_first_and_each_class_in_arrival_order() {
         ["/hold", "/d1", "/d2", "/report/1", "/report/2", "/report/3"]
     );
 }
+
+/// The adaptive limit rises while answers stay fast, falls when the server slows, and
+/// shows in `/upstreams` and `/metrics`.
+#[tokio::test]
+async fn the_adaptive_limit_follows_latency_and_is_visible() {
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = slow.clone();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let ms = if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        60
+                    } else {
+                        1
+                    };
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let toml = format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.app]\nservers = [\"{addr}\"]\nmax_connections = 16\nlimit = \"adaptive\"\n[[routes]]\nname = \"all\"\npool = \"app\"\n"
+    );
+    let p = Proxy::start(&toml).await;
+    let limit = |p: &Proxy| {
+        let url = p.admin_url("/upstreams");
+        async move {
+            let v: serde_json::Value = serde_json::from_str(&get(&url).await.body).unwrap();
+            v["pools"][0]["servers"][0]["limit"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(limit(&p).await, 4, "it starts low");
+    let load = |n: usize| {
+        let a = p.addr();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    tokio::spawn(
+                        async move { timed(a, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await },
+                    )
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    for _ in 0..20 {
+        load(8).await;
+    }
+    let high = limit(&p).await;
+    assert!(high > 4, "fast answers raise it: {high}");
+    slow.store(true, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..5 {
+        load(8).await;
+    }
+    let low = limit(&p).await;
+    assert!(low < high, "slow answers lower it: {high} -> {low}");
+    let metrics = get(&p.admin_url("/metrics")).await.body;
+    assert!(
+        metrics.contains(&format!(
+            "upstream_limit{{pool=\"app\",server=\"{addr}\"}} {low}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("upstream_class_in_flight{"), "{metrics}");
+    assert!(
+        metrics.contains("upstream_rejected_total{pool=\"app\",class=\"default\"} 0"),
+        "{metrics}"
+    );
+}
