@@ -48,6 +48,8 @@ pub struct AccessRecord {
 #[derive(Debug)]
 pub struct AccessLog {
     tx: mpsc::Sender<AccessRecord>,
+    /// Asks the writer to reopen its file (SIGUSR1, after logrotate renamed it).
+    reopen: Arc<tokio::sync::Notify>,
 }
 
 impl AccessLog {
@@ -65,8 +67,23 @@ impl AccessLog {
             ),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write_loop(rx, out, settings.access_format));
-        Ok(Some((AccessLog { tx }, task)))
+        let reopen = Arc::new(tokio::sync::Notify::new());
+        let path = match &settings.access_log {
+            AccessLogTarget::File(p) => Some(p.clone()),
+            _ => None,
+        };
+        let task = tokio::spawn(write_loop(
+            rx,
+            out,
+            settings.access_format,
+            (path, reopen.clone()),
+        ));
+        Ok(Some((AccessLog { tx, reopen }, task)))
+    }
+
+    /// Reopen the log file by its name (nginx's USR1): lines go to the new file.
+    pub fn reopen(&self) {
+        self.reopen.notify_one();
     }
 
     /// Queue a record; if the writer has fallen this far behind, the line is dropped
@@ -82,10 +99,28 @@ async fn write_loop(
     mut rx: mpsc::Receiver<AccessRecord>,
     out: Box<dyn AsyncWrite + Send + Unpin>,
     format: AccessFormat,
+    (path, reopen): (Option<std::path::PathBuf>, Arc<tokio::sync::Notify>),
 ) {
     let mut out = BufWriter::new(out);
     let mut line = String::with_capacity(512);
-    while let Some(rec) = rx.recv().await {
+    loop {
+        let rec = tokio::select! {
+            r = rx.recv() => r,
+            _ = reopen.notified() => {
+                let _ = out.flush().await;
+                if let Some(p) = &path {
+                    match tokio::fs::OpenOptions::new().create(true).append(true).open(p).await {
+                        Ok(f) => {
+                            out = BufWriter::new(Box::new(f) as Box<dyn AsyncWrite + Send + Unpin>);
+                            tracing::info!(path = %p.display(), "access log reopened");
+                        }
+                        Err(e) => tracing::error!(path = %p.display(), error = %e, "cannot reopen the access log; still writing to the old file"),
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(rec) = rec else { break };
         let mut next = Some(rec);
         while let Some(rec) = next {
             line.clear();

@@ -88,7 +88,13 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
     let snap = admin.state.load();
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method(), segs.as_slice()) {
+    // HEAD is GET without the body (hyper leaves the body out).
+    let method = if req.method() == Method::HEAD {
+        &Method::GET
+    } else {
+        req.method()
+    };
+    match (method, segs.as_slice()) {
         (&Method::GET, ["health"]) => health(&snap),
         (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
         (&Method::GET, ["config"]) => reply(StatusCode::OK, &config_status(&admin.reloads)),
@@ -149,10 +155,30 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
                 ),
             }
         }
+        (_, s) if allowed(s).is_some() => {
+            let mut r = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": format!("{} is not allowed on {path}", req.method())}),
+            );
+            if let Some(a) = allowed(s) {
+                r.headers_mut()
+                    .insert(header::ALLOW, http::HeaderValue::from_static(a));
+            }
+            r
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown admin endpoint", "endpoints": ["GET /health", "GET /upstreams", "GET /metrics", "GET /config", "POST /config/reload", "POST /upstreams/{pool}/{server}/drain", "POST /upstreams/{pool}/{server}/enable"]}),
         ),
+    }
+}
+
+/// The methods a known admin path takes (`None`: no such path).
+fn allowed(segs: &[&str]) -> Option<&'static str> {
+    match segs {
+        ["health" | "upstreams" | "config" | "metrics"] => Some("GET, HEAD"),
+        ["config", "reload"] | ["upstreams", _, _, "drain" | "enable"] => Some("POST"),
+        _ => None,
     }
 }
 

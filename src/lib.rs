@@ -111,7 +111,7 @@ pub async fn run_with_ready(
     for l in listeners.proxy {
         sup.start(l);
     }
-    let sighup = spawn_signals(reloads.clone(), stop_rx.clone());
+    let sighup = spawn_signals(reloads.clone(), shared.access.clone(), stop_rx.clone());
     let extra_fds: Vec<std::os::fd::OwnedFd> = listeners
         .admin
         .iter()
@@ -165,22 +165,31 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-/// SIGHUP asks for a reload; SIGUSR2 for an upgrade handover.
+/// SIGHUP asks for a reload; SIGUSR1 reopens the access log (logrotate); SIGUSR2 asks
+/// for an upgrade handover.
 fn spawn_signals(
     reloads: reload::Reloads,
+    access: Option<Arc<AccessLog>>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
-        let (Ok(mut hup), Ok(mut usr2)) = (
+        let (Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
             signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
             signal(SignalKind::user_defined2()),
         ) else {
-            tracing::warn!("cannot listen for SIGHUP/SIGUSR2");
+            tracing::warn!("cannot listen for SIGHUP/SIGUSR1/SIGUSR2");
             return;
         };
         loop {
             tokio::select! {
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    if let Some(a) = &access {
+                        a.reopen();
+                    }
+                }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading config");
                     reloads.trigger(reload::Trigger::Signal);

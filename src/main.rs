@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 
 /// A reverse proxy and load balancer that routes requests to named pools.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Signals: HUP reloads the config; USR1 reopens the access log (logrotate); USR2 hands the listening sockets to a new binary (upgrade); TERM, INT and QUIT stop gracefully, letting requests in flight finish (drain_timeout)."
+)]
 struct Args {
     /// Config file.
     #[arg(short, long, default_value = "config/switchyard.toml")]
@@ -92,6 +96,12 @@ fn main() -> ExitCode {
     if let Some(cmd) = args.command.take() {
         return frappe_bench(cmd);
     }
+    if let Some(l) = &args.log_level
+        && let Err(e) = check_level(l)
+    {
+        eprintln!("switchyard: {e}");
+        return ExitCode::from(64);
+    }
     let filter = match &args.log_level {
         Some(l) => EnvFilter::try_new(l),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
@@ -103,8 +113,10 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    // Colour only for a person at a terminal: journald and files get plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if args.log_json {
         fmt.json().init();
@@ -152,7 +164,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT, SIGTERM or SIGQUIT.
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -160,14 +172,19 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await;
         }
     };
+    // TERM and QUIT both stop gracefully (QUIT without a core dump, as operators expect).
     #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::quit())) {
+            (Ok(mut t), Ok(mut q)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = q.recv() => {}
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+            _ => {
+                tracing::error!("cannot listen for SIGTERM/SIGQUIT");
                 std::future::pending::<()>().await;
             }
         }
@@ -178,4 +195,22 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// A bare word must be a level: `warning` would otherwise be read as a target name
+/// and turn logging off without a word.
+fn check_level(l: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    if l.contains(['=', ',', ':', '[']) || LEVELS.contains(&l.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    let hint = match l.to_ascii_lowercase().as_str() {
+        "warning" => " (did you mean `warn`?)",
+        "err" => " (did you mean `error`?)",
+        "information" => " (did you mean `info`?)",
+        _ => "",
+    };
+    Err(format!(
+        "--log-level {l:?} is not a level{hint}; use off, error, warn, info, debug or trace, or a tracing directive such as `switchyard=debug`"
+    ))
 }

@@ -550,3 +550,100 @@ async fn sighup_reloads_when_the_watcher_is_off() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_mistyped_log_level_is_refused_and_logs_have_no_colour_off_a_terminal() {
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            "config/switchyard.toml",
+            "--check",
+            "--log-level",
+            "warning",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `warn`?"), "{err}");
+
+    // A listener that cannot bind logs an error line and exits: plain text.
+    let cfg = write_config(
+        "[[listeners]]\naddr = \"192.0.2.1:8080\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npool = \"p\"\n",
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["--log-level", "info"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.is_empty() && !err.contains('\u{1b}'), "{err:?}");
+}
+
+/// logrotate's recipe: rename the log, send USR1, and new lines go to a new file. QUIT
+/// stops gracefully (exit 0), without a core dump.
+#[tokio::test]
+async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
+    let b = Backend::spawn("b").await;
+    let dir = std::env::temp_dir().join(format!("sy-logrotate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let cfg = write_config(&format!(
+        "[[listeners]]\naddr = \"{addr}\"\n[log]\naccess_log = \"{}\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        log.display(),
+        b.addr
+    ));
+    let mut child = spawn_bin(cfg.path());
+    eventually("switchyard accepts connections", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert_eq!(get(&format!("http://{addr}/before")).await.status, 200);
+    let l = log.clone();
+    eventually("the first line is written", || {
+        let l = l.clone();
+        async move { std::fs::read_to_string(&l).is_ok_and(|s| s.contains("/before")) }
+    })
+    .await;
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    signal(child.id(), "-USR1");
+    let l = log.clone();
+    eventually("the log is reopened under its name", || {
+        let l = l.clone();
+        async move { l.exists() }
+    })
+    .await;
+    assert_eq!(get(&format!("http://{addr}/after")).await.status, 200);
+    let l = log.clone();
+    eventually("the next line goes to the new file", || {
+        let l = l.clone();
+        async move { std::fs::read_to_string(&l).is_ok_and(|s| s.contains("/after")) }
+    })
+    .await;
+    let old = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+    assert!(old.contains("/before") && !old.contains("/after"), "{old}");
+
+    signal(child.id(), "-QUIT");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "switchyard did not stop on QUIT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "a graceful stop, not a core dump");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -722,3 +722,47 @@ async fn read_timeouts_are_not_retried_by_default_for_any_method() {
     );
     proxy.stop().await;
 }
+
+/// An HAProxy `option httpchk HEAD /health` in front must see the admin API answer.
+#[tokio::test]
+async fn admin_answers_head_and_refuses_wrong_methods_with_405() {
+    let b = Backend::spawn("b").await;
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ))
+    .await;
+    let admin = p.admin.unwrap();
+    let got = raw(
+        admin,
+        b"HEAD /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("\r\n\r\n"), "no body: {got}");
+    let got = raw(
+        admin,
+        b"DELETE /upstreams HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 405"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("allow: get, head"),
+        "{got}"
+    );
+    let got = raw(
+        admin,
+        b"GET /config/reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        got.starts_with("HTTP/1.1 405") && got.to_ascii_lowercase().contains("allow: post"),
+        "{got}"
+    );
+    let got = raw(
+        admin,
+        b"GET /nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+}

@@ -42,9 +42,20 @@ pub(super) fn pool(
                 ),
             );
         }
+        let hint = match entry.addr.split_once("://") {
+            Some((_, rest)) => format!(
+                "; write it without the scheme: {:?}",
+                rest.trim_end_matches('/')
+            ),
+            None => String::new(),
+        };
         match resolve(&entry.addr) {
+            Some(addr) if servers.iter().any(|x: &ServerConfig| x.addr == addr) => cx.err(
+                s.span(),
+                format!("server {addr} is listed twice in pool `{}`; give it a weight instead", name.get_ref()),
+            ),
             Some(addr) => servers.push(ServerConfig { addr, weight: entry.weight.clamp(1, MAX_WEIGHT) }),
-            None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve", entry.addr)),
+            None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve{hint}", entry.addr)),
         }
     }
     PoolConfig {

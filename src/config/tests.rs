@@ -280,3 +280,24 @@ fn classes_are_numbered_and_checked() {
         c.warnings
     );
 }
+
+#[test]
+fn operator_mistakes_get_hints() {
+    let (_, _, msg) = one("\n[pools.third]\nservers = [\"http://10.0.0.2:8000\"]\n");
+    assert!(
+        msg.contains("without the scheme: \"10.0.0.2:8000\""),
+        "{msg}"
+    );
+    let (_, _, msg) = one("\n[pools.third]\nservers = [\"10.0.0.2:8000\", \"10.0.0.2:8000\"]\n");
+    assert!(msg.contains("listed twice in pool `third`"), "{msg}");
+    let (_, _, msg) = one("\n[[listeners]]\naddr = \"*:8081\"\n");
+    assert!(msg.contains("\"0.0.0.0:8081\""), "{msg}");
+    let (_, _, msg) = one("\n[[listeners]]\naddr = \"localhost:8081\"\n");
+    assert!(msg.contains("\"127.0.0.1:8081\""), "{msg}");
+    let (line, _, msg) = one("\n[log]\naccess_log = \"/nonexistent-dir/access.log\"\n");
+    assert_eq!(line, 12, "{msg}");
+    assert!(
+        msg.contains("\"/nonexistent-dir/access.log\" cannot be opened"),
+        "{msg}"
+    );
+}

@@ -137,6 +137,23 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             DEFAULT_PARAM_BODY_TIMEOUT,
         ),
     };
+    // Like `nginx -t`, the access log is opened (and created) now, so a path that
+    // cannot be written is a config error naming it, not a failed start.
+    if let Some(a) = &file.log.access_log
+        && !matches!(a.get_ref().as_str(), "stdout" | "off")
+        && let Err(e) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(a.get_ref())
+    {
+        cx.err(
+            a.span(),
+            format!(
+                "access log {:?} cannot be opened for writing: {e}",
+                a.get_ref()
+            ),
+        );
+    }
     let log = LogSettings {
         access_log: match file.log.access_log.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("stdout") => AccessLogTarget::Stdout,
@@ -203,11 +220,20 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
         let addr = match l.addr.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
+                let a = l.addr.get_ref();
+                let hint = match a.rsplit_once(':') {
+                    Some(("*", p)) => format!(
+                        "; for every address write \"0.0.0.0:{p}\" (and \"[::]:{p}\" for IPv6)"
+                    ),
+                    Some(("localhost", p)) => {
+                        format!("; write \"127.0.0.1:{p}\" (a listener takes an IP, not a name)")
+                    }
+                    _ => String::new(),
+                };
                 cx.err(
                     l.addr.span(),
                     format!(
-                        "listener addr {:?} is not an IP:port address, e.g. \"0.0.0.0:8080\"",
-                        l.addr.get_ref()
+                        "listener addr {a:?} is not an IP:port address, e.g. \"0.0.0.0:8080\"{hint}"
                     ),
                 );
                 continue;
