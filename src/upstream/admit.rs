@@ -87,8 +87,10 @@ impl Drop for InFlight {
 pub struct Adapt {
     /// Lowest recent latency, µs (0: none yet).
     min_us: AtomicU64,
-    /// Fast answers since the limit last rose.
+    /// Answers since the limit last moved.
     good: AtomicU32,
+    /// Smoothed latency, µs.
+    ewma_us: AtomicU64,
     samples: AtomicU32,
 }
 
@@ -297,9 +299,10 @@ impl Admission {
         }
     }
 
-    /// Adaptive limit: AIMD on latency. Answers within twice the lowest recent
-    /// latency raise the limit by one per `limit` of them; a slower one lowers it by a
-    /// tenth (at least one). Always within 1..=max_connections.
+    /// Adaptive limit: AIMD on smoothed latency. While the latency average (EWMA, 1/8)
+    /// stays within twice the lowest recent latency plus 2 ms, the limit rises by one
+    /// per limit's worth of answers; above it, the limit falls by a tenth (at least
+    /// one), at most once per limit's worth of answers. Always within 1..=max.
     pub fn observe(&self, e: &Endpoint, took: Duration) {
         let (true, Some(max)) = (self.adaptive, self.max) else {
             return;
@@ -309,27 +312,24 @@ impl Admission {
         let min = a.min_us.load(Ordering::Relaxed);
         // The floor drifts up slowly, so a server that got slower for good is re-learned.
         let samples = a.samples.fetch_add(1, Ordering::Relaxed);
-        if min == 0 || us < min || samples % 1000 == 999 {
-            a.min_us.store(
-                if min == 0 || us < min {
-                    us
-                } else {
-                    min + min / 10
-                },
-                Ordering::Relaxed,
-            );
+        if min == 0 || us < min {
+            a.min_us.store(us, Ordering::Relaxed);
+        } else if samples % 1000 == 999 {
+            a.min_us.store(min + min / 10, Ordering::Relaxed);
         }
+        let old = a.ewma_us.load(Ordering::Relaxed);
+        let ewma = if old == 0 { us } else { old - old / 8 + us / 8 };
+        a.ewma_us.store(ewma, Ordering::Relaxed);
+        let floor = a.min_us.load(Ordering::Relaxed);
         let limit = e.limit.load(Ordering::Relaxed).max(1);
-        let next = if min == 0 || us <= 2 * min {
-            let good = a.good.fetch_add(1, Ordering::Relaxed) + 1;
-            if good as usize >= limit {
-                a.good.store(0, Ordering::Relaxed);
-                (limit + 1).min(max)
-            } else {
-                limit
-            }
+        let count = a.good.fetch_add(1, Ordering::Relaxed) + 1;
+        if (count as usize) < limit {
+            return;
+        }
+        a.good.store(0, Ordering::Relaxed);
+        let next = if ewma <= 2 * floor + 2000 {
+            (limit + 1).min(max)
         } else {
-            a.good.store(0, Ordering::Relaxed);
             limit.saturating_sub((limit / 10).max(1)).max(1)
         };
         e.limit.store(next, Ordering::Relaxed);
