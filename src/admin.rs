@@ -36,6 +36,8 @@ pub struct Admin {
     pub state: Arc<SharedState>,
     pub events: Events,
     pub reloads: crate::reload::Reloads,
+    /// Flips when the process starts draining (`/health/live` then fails).
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Serve the admin API until `stop` flips.
@@ -95,7 +97,16 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
         req.method()
     };
     match (method, segs.as_slice()) {
-        (&Method::GET, ["health"]) => health(&snap),
+        (&Method::GET, ["health"]) => health(&snap, None),
+        (&Method::GET, ["health", "ready"]) => {
+            let pool = req.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "pool")
+                    .map(|(_, v)| v.into_owned())
+            });
+            health(&snap, pool.as_deref())
+        }
+        (&Method::GET, ["health", "live"]) => live(admin),
         (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
         (&Method::GET, ["config"]) => reply(StatusCode::OK, &config_status(&admin.reloads)),
         (&Method::POST, ["config", "reload"]) => {
@@ -176,7 +187,9 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
 /// The methods a known admin path takes (`None`: no such path).
 fn allowed(segs: &[&str]) -> Option<&'static str> {
     match segs {
-        ["health" | "upstreams" | "config" | "metrics"] => Some("GET, HEAD"),
+        ["health" | "upstreams" | "config" | "metrics"] | ["health", "live" | "ready"] => {
+            Some("GET, HEAD")
+        }
         ["config", "reload"] | ["upstreams", _, _, "drain" | "enable"] => Some("POST"),
         _ => None,
     }
@@ -228,11 +241,34 @@ fn serving(snap: &Snapshot, first: usize) -> bool {
     false
 }
 
-fn health(snap: &Snapshot) -> Response<Full<Bytes>> {
+/// Liveness: the process is up and accepting, and not draining. No backend counts, so
+/// a VIP is not dropped on both load balancers when the cause is shared.
+fn live(admin: &Admin) -> Response<Full<Bytes>> {
+    if *admin.stop.borrow() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "draining"}),
+        );
+    }
+    reply(StatusCode::OK, &json!({"status": "live"}))
+}
+
+/// Readiness: every pool (or `only` that one) has a healthy server, itself or down
+/// its fallback chain.
+fn health(snap: &Snapshot, only: Option<&str>) -> Response<Full<Bytes>> {
+    if let Some(name) = only
+        && !snap.pools.iter().any(|p| &*p.name == name)
+    {
+        return reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no pool named {name:?}")}),
+        );
+    }
     let mut ok = true;
     let pools: Vec<Value> = snap
         .pools
         .iter()
+        .filter(|p| only.is_none_or(|n| *p.name == *n))
         .map(|p| {
             let healthy = snap.view(p.index).map_or(0, |v| v.eligible.len());
             let serves = serving(snap, p.index);

@@ -124,6 +124,7 @@ pub async fn run_with_ready(
             state: state.clone(),
             events: events.clone(),
             reloads: reloads.clone(),
+            stop: stop_rx.clone(),
         });
         tokio::spawn(admin::serve(l, admin, stop_rx.clone()))
     });

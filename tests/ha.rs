@@ -766,3 +766,29 @@ async fn admin_answers_head_and_refuses_wrong_methods_with_405() {
     .await;
     assert!(got.starts_with("HTTP/1.1 404"), "{got}");
 }
+
+/// For a VIP handover: liveness has no backend dependency; readiness may name one pool.
+#[tokio::test]
+async fn health_live_and_ready_answer_separately() {
+    let up = Backend::spawn("up").await;
+    let dead = free_port();
+    let p = Proxy::start(&format!(
+        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.up]\nservers = [\"{}\"]\n[pools.down]\nservers = [\"{dead}\"]\n[pools.down.health]\ninterval = \"100ms\"\nunhealthy_after = 1\n[[routes]]\nname = \"all\"\npool = \"up\"\n",
+        up.addr
+    ))
+    .await;
+    eventually("the dead pool is marked down", || async {
+        get(&p.admin_url("/health/ready")).await.status == 503
+    })
+    .await;
+    assert_eq!(get(&p.admin_url("/health/live")).await.status, 200);
+    assert_eq!(get(&p.admin_url("/health/ready?pool=up")).await.status, 200);
+    assert_eq!(
+        get(&p.admin_url("/health/ready?pool=down")).await.status,
+        503
+    );
+    assert_eq!(
+        get(&p.admin_url("/health/ready?pool=nope")).await.status,
+        404
+    );
+}

@@ -87,6 +87,67 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A hint for serde's type and key errors: the duration format where a number was
+/// given for a duration key, the closest valid key for a typo.
+pub(super) fn hint(msg: &str, src: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let mut out = msg.to_owned();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let typo = rest.split('`').next().unwrap_or("");
+        let expected = rest.split_once("expected").map_or("", |(_, e)| e);
+        let closest = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|k| (distance(typo, k), k))
+            .min();
+        if let Some((d, k)) = closest
+            && d <= 2.max(typo.len() / 3)
+        {
+            out.push_str(&format!("; did you mean `{k}`?"));
+        }
+        return out;
+    }
+    if msg.contains("invalid type: integer") && msg.contains("expected a string") {
+        let key = span
+            .and_then(|s| src.get(..s.start))
+            .and_then(|before| before.lines().last())
+            .map(|l| l.split('=').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        const DURATIONS: [&str; 7] = [
+            "timeout",
+            "interval",
+            "debounce",
+            "time",
+            "slow_start",
+            "aging",
+            "expires",
+        ];
+        if DURATIONS.iter().any(|d| key.ends_with(d)) {
+            out.push_str(&format!(
+                "; `{key}` is a duration like \"30s\", \"500ms\" or \"2m\""
+            ));
+        } else {
+            out.push_str("; write it in quotes");
+        }
+    }
+    out
+}
+
+/// Levenshtein distance of two short keys.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -315,7 +315,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
             path,
             src,
             e.span(),
-            e.message().trim_end().to_owned(),
+            error::hint(e.message().trim_end(), src, e.span()),
         )])
     })?;
     validate::validate(path, src, file)

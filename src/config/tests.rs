@@ -301,3 +301,15 @@ fn operator_mistakes_get_hints() {
         "{msg}"
     );
 }
+
+#[test]
+fn type_and_key_errors_get_hints() {
+    let (_, _, msg) = one("read_timeout = 30\n");
+    assert!(
+        msg.contains("`read_timeout` is a duration like \"30s\""),
+        "{msg}"
+    );
+    let (_, _, msg) =
+        one("\n[[routes]]\nname = \"x\"\npool = \"primary\"\nmax_body_sise = \"1m\"\n");
+    assert!(msg.contains("did you mean `max_body_size`?"), "{msg}");
+}
