@@ -301,16 +301,23 @@ fn config_status(reloads: &crate::reload::Reloads) -> Value {
         "path": st.path.display().to_string(),
         "pid": std::process::id(),
         "generation": st.generation,
-        "loaded_at": unix(st.loaded_at),
+        "loaded_at": rfc3339(st.loaded_at),
         "last_error": st.last_error,
-        "last_error_at": st.last_error_at.map(unix),
+        "last_error_at": st.last_error_at.map(rfc3339),
         "reload_failures": st.failures,
     })
 }
 
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// A time as RFC 3339 in UTC with milliseconds (`2026-11-30T18:54:35.123Z`), as log
+/// tools and people read it.
+fn rfc3339(t: SystemTime) -> String {
+    let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
 }
 
 fn upstreams(snap: &Snapshot) -> Value {
@@ -333,13 +340,13 @@ fn upstreams(snap: &Snapshot) -> Value {
                         "state": st.state.as_str(),
                         "in_rotation": view.is_some_and(|v| v.eligible.contains(&i)),
                         "last_probe": st.last_probe.as_ref().map(|pr| json!({
-                            "at": unix(pr.at), "ok": pr.ok, "latency_ms": pr.latency.as_secs_f64() * 1e3, "detail": pr.detail,
+                            "at": rfc3339(pr.at), "ok": pr.ok, "latency_ms": pr.latency.as_secs_f64() * 1e3, "detail": pr.detail,
                         })),
                         "consecutive_successes": st.probe_successes,
                         "consecutive_failures": st.probe_failures,
                         "passive_consecutive_failures": s.consecutive_failures.load(Relaxed),
                         "ejections": st.ejections,
-                        "ejected_until": st.ejected_until.map(unix),
+                        "ejected_until": st.ejected_until.map(rfc3339),
                         "in_flight": e.in_flight(),
                         "limit": p.admission.limit(e),
                         "class_in_flight": snap.classes.iter().zip(e.class_in_flight.iter())

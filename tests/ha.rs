@@ -791,4 +791,14 @@ async fn health_live_and_ready_answer_separately() {
         get(&p.admin_url("/health/ready?pool=nope")).await.status,
         404
     );
+    // Times are RFC 3339, not float epochs.
+    let v = json(&p.admin_url("/upstreams")).await;
+    let at = v["pools"][0]["servers"][0]["last_probe"]["at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{v}"
+    );
 }
