@@ -51,10 +51,10 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
     let mut inherited = listen::inherited();
     let mut proxy = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        proxy.push(listen::take_or_bind(&mut inherited, l.addr)?);
+        proxy.push(listen::take_or_bind(&mut inherited, l.addr, l.freebind)?);
     }
     let admin = match config.admin.addr {
-        Some(a) => Some(listen::take_or_bind(&mut inherited, a)?),
+        Some(a) => Some(listen::take_or_bind(&mut inherited, a, false)?),
         None => None,
     };
     Ok(Listeners { proxy, admin })

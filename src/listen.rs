@@ -17,9 +17,20 @@ use tokio::net::TcpListener;
 const BACKLOG: i32 = 1024;
 
 /// Bind `addr` with SO_REUSEADDR + SO_REUSEPORT. Must run inside the tokio runtime.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// `freebind` (IP_FREEBIND) binds an address this host does not have yet: a virtual IP
+/// that keepalived moves here only when this node becomes the master.
+pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    #[cfg(target_os = "linux")]
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = freebind;
     #[cfg(unix)]
     sock.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -53,6 +64,7 @@ pub fn inherited() -> Vec<std::net::TcpListener> {
 pub fn take_or_bind(
     inherited: &mut Vec<std::net::TcpListener>,
     addr: SocketAddr,
+    freebind: bool,
 ) -> io::Result<TcpListener> {
     if let Some(i) = inherited
         .iter()
@@ -64,7 +76,7 @@ pub fn take_or_bind(
         tracing::info!(%addr, "using inherited listening socket");
         return TcpListener::from_std(l);
     }
-    bind(addr)
+    bind(addr, freebind)
 }
 
 #[cfg(test)]
@@ -72,7 +84,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nodelay() -> std::io::Result<()> {
-        let l = super::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+        let l = super::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?, false)?;
         let client = tokio::net::TcpStream::connect(l.local_addr()?).await?;
         let (accepted, _) = l.accept().await?;
         assert!(

@@ -266,9 +266,13 @@ async fn reload(
     let cfg: Config = loaded.map_err(|e| e.to_string())?;
     let wanted: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
     let mut fresh = Vec::new();
-    for a in wanted.iter().filter(|a| !sup.served.contains_key(a)) {
+    for l in cfg
+        .listeners
+        .iter()
+        .filter(|l| !sup.served.contains_key(&l.addr))
+    {
         fresh.push(
-            crate::listen::bind(*a)
+            crate::listen::bind(l.addr, l.freebind)
                 .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?,
         );
     }

@@ -647,3 +647,38 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
     assert_eq!(status.code(), Some(0), "a graceful stop, not a core dump");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A listener on a virtual IP the host does not have yet (the backup of a keepalived
+/// pair) starts with `freebind = true`, and fails naming the address without it.
+#[tokio::test]
+async fn freebind_binds_an_address_the_host_does_not_have_yet() {
+    let admin = free_port();
+    let config = |freebind: bool| {
+        write_config(&format!(
+            "[[listeners]]\naddr = \"192.0.2.10:18080\"\nfreebind = {freebind}\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+        ))
+    };
+    let without = config(false);
+    let mut child = spawn_bin(without.path());
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "without freebind it must fail"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    let with = config(true);
+    let mut child = spawn_bin(with.path());
+    eventually("switchyard runs and its admin API accepts", || async move {
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "it still runs");
+    let _ = child.kill();
+    let _ = child.wait();
+}

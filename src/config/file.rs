@@ -121,6 +121,8 @@ pub struct FileListener {
     pub site: Option<SpanStr>,
     /// At most this many requests in flight per Host (nginx `limit_conn $host`).
     pub max_requests_per_host: Option<u32>,
+    /// Bind an address the host does not have yet (IP_FREEBIND; a keepalived VIP).
+    pub freebind: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -164,6 +164,8 @@ pub struct Listener {
     pub site: Option<Arc<str>>,
     /// Requests in flight per Host; `None` = no limit.
     pub max_requests_per_host: Option<u32>,
+    /// IP_FREEBIND: bind a virtual IP before it arrives on this host.
+    pub freebind: bool,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

@@ -311,6 +311,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             response_headers_always: l.response_headers_always.unwrap_or(true),
             site: super::web::pinned_site(cx, &l.site),
             max_requests_per_host: l.max_requests_per_host.filter(|n| *n > 0),
+            freebind: l.freebind.unwrap_or(false),
         });
     }
     out
