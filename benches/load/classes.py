@@ -21,7 +21,7 @@ Everything binds 127.0.0.1 and every phase is bounded in time.
 """
 import argparse, asyncio, os, shutil, subprocess, sys, tempfile, time
 
-from run import wait_port  # the side-by-side suite's, beside this file
+from run import stop_all, wait_port  # the side-by-side suite's, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP, BARE, CLASSED, HAPROXY = 19381, 19382, 19383, 19384
@@ -161,13 +161,7 @@ def main():
             print(f"| {name} | {p50:.0f} | {p99:.0f} | {mx:.0f} | {failed} of {sent} | {reports} |", flush=True)
             time.sleep(2)  # the last reports drain from gunicorn
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -33,6 +33,17 @@ def wait_port(port, timeout=10.0):
     raise SystemExit(f"port {port} never opened")
 
 
+def stop_all(procs):
+    """Terminate the processes a run started, then kill what does not exit in 5 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def children(pid):
     out = sh(f"pgrep -P {pid}").stdout.split()
     return [int(p) for p in out]

@@ -21,7 +21,7 @@ and every phase is bounded in time.
 """
 import argparse, asyncio, os, re, shutil, subprocess, sys, tempfile, urllib.request
 
-from run import wait_port  # the side-by-side suite's, beside this file
+from run import stop_all, wait_port  # the side-by-side suite's, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND, NGINX, SWITCHYARD = 19281, 19282, 19283
@@ -195,13 +195,7 @@ def main():
                 per = (c1 - c0) / max(total, 1) * 1e6
                 print(f"| {label} | {name} | {rps:.0f} | {p99} | {per:.1f} | {bad} |", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

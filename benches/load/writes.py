@@ -21,7 +21,7 @@ and every phase is bounded in time.
 """
 import argparse, asyncio, os, random, re, shutil, socket, subprocess, sys, tempfile, time
 
-from run import wait_port  # the side-by-side suite's, beside this file
+from run import stop_all, wait_port  # the side-by-side suite's, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND, NGINX, SWITCHYARD = 19181, 19182, 19183
@@ -184,13 +184,7 @@ def main():
                   f" {t['sent']} | {t['failed']} | {t['unknown']} | {c3 - c2} |"
                   f" {grps:.0f} | {c4 - c3} |", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub use render::REPORT_METHODS;
 
 /// The 502 page bench ships (`bench/config/templates/502.html`), in substance.
-pub const PAGE_502: &str = include_str!("502.html");
+pub const PAGE_502: &str = include_str!("../../examples/502.html");
 
 /// Command-line choices.
 #[derive(Debug, Clone, Default)]
