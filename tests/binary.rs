@@ -633,17 +633,7 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
     assert!(old.contains("/before") && !old.contains("/after"), "{old}");
 
     signal(child.id(), "-QUIT");
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "switchyard did not stop on QUIT"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_of(&mut child, "switchyard did not stop on QUIT").await;
     assert_eq!(status.code(), Some(0), "a graceful stop, not a core dump");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -660,17 +650,7 @@ async fn freebind_binds_an_address_the_host_does_not_have_yet() {
     };
     let without = config(false);
     let mut child = spawn_bin(without.path());
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "without freebind it must fail"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_of(&mut child, "without freebind it must fail").await;
     assert_eq!(status.code(), Some(1));
     let with = config(true);
     let mut child = spawn_bin(with.path());
@@ -681,4 +661,16 @@ async fn freebind_binds_an_address_the_host_does_not_have_yet() {
     assert!(child.try_wait().unwrap().is_none(), "it still runs");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The exit status of `child`, which must exit within `WAIT`.
+async fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -32,16 +32,6 @@ const KEPT: [HeaderName; 6] = [
     header::ACCEPT_RANGES,
 ];
 
-/// Request headers the file answer still honours.
-const CONDITIONAL: [HeaderName; 6] = [
-    header::RANGE,
-    header::IF_RANGE,
-    header::IF_MATCH,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_UNMODIFIED_SINCE,
-];
-
 /// What of the client's request an internal redirect needs, kept before the request
 /// goes upstream (only on `accel_redirect` routes; no allocation without such fields).
 pub(super) struct Saved {
@@ -53,7 +43,7 @@ pub(super) struct Saved {
 impl Saved {
     pub(super) fn new(parts: &Parts) -> Self {
         let mut headers = HeaderMap::new();
-        for h in &CONDITIONAL {
+        for h in &files::CONDITIONAL {
             for v in parts.headers.get_all(h) {
                 headers.append(h, v.clone());
             }

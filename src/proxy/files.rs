@@ -33,15 +33,15 @@ use super::error::ProxyError;
 use super::mime;
 use crate::routing::FileRoot;
 
-/// Request headers the file server reads.
-const PASSED: [header::HeaderName; 7] = [
+/// Request headers the file server reads: the range and conditional ones (which an
+/// X-Accel-Redirect keeps too), and `Accept-Encoding` for precompressed files.
+pub(super) const CONDITIONAL: [header::HeaderName; 6] = [
     header::RANGE,
     header::IF_RANGE,
     header::IF_MATCH,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_UNMODIFIED_SINCE,
-    header::ACCEPT_ENCODING,
 ];
 
 /// Everything but unreserved characters and `/` is encoded for `ServeDir`, which
@@ -101,10 +101,8 @@ pub(super) async fn serve(
         .to_string()
         .parse()
         .map_err(|_| ProxyError::BadRequest("path cannot be served"))?;
-    for h in &PASSED {
-        if *h == header::ACCEPT_ENCODING && !root.precompressed {
-            continue;
-        }
+    let encoding = root.precompressed.then_some(&header::ACCEPT_ENCODING);
+    for h in CONDITIONAL.iter().chain(encoding) {
         for v in headers.get_all(h) {
             inner.headers_mut().append(h, v.clone());
         }
