@@ -21,6 +21,7 @@ pub mod reload;
 pub mod routing;
 pub mod sites;
 pub mod state;
+pub mod takeover;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
@@ -43,12 +44,24 @@ pub struct Listeners {
     /// One per `config.listeners`, same order.
     pub proxy: Vec<TcpListener>,
     pub admin: Option<TcpListener>,
+    /// Taken from a running process (`--takeover`): its control socket path is ours now.
+    pub took_over: bool,
 }
 
 /// Bind every listener of `config`, and the admin API if enabled, taking inherited
 /// sockets (`LISTEN_FDS`) for matching addresses.
 pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    bind_taking(config, Vec::new()).await
+}
+
+/// [`bind`], also taking `taken` sockets (from `--takeover`) for matching addresses.
+/// An inherited socket no listener wants is closed with a warning.
+pub async fn bind_taking(
+    config: &Config,
+    taken: Vec<std::net::TcpListener>,
+) -> std::io::Result<Listeners> {
     let mut inherited = listen::inherited();
+    inherited.extend(taken);
     let mut proxy = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         proxy.push(listen::take_or_bind(&mut inherited, l.addr, l.freebind)?);
@@ -57,7 +70,17 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         Some(a) => Some(listen::take_or_bind(&mut inherited, a, false)?),
         None => None,
     };
-    Ok(Listeners { proxy, admin })
+    for l in inherited {
+        let addr = l
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::warn!(%addr, "inherited socket matches no listener in the config; closed");
+    }
+    Ok(Listeners {
+        proxy,
+        admin,
+        took_over: false,
+    })
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and let in-flight requests
@@ -128,6 +151,10 @@ pub async fn run_with_ready(
         });
         tokio::spawn(admin::serve(l, admin, stop_rx.clone()))
     });
+    let control = config
+        .control_socket
+        .clone()
+        .and_then(|p| takeover::listen(p, listeners.took_over, reloads.clone(), stop_rx.clone()));
     let reloader = tokio::spawn(reload::run(
         reload::Reloader {
             path: config.path.clone(),
@@ -157,6 +184,9 @@ pub async fn run_with_ready(
         let _ = t.await;
     }
     let _ = sighup.await;
+    if let Some(t) = control {
+        let _ = t.await;
+    }
     let _ = manager.await;
     drop(shared);
     if let Some(w) = writer {

@@ -1,8 +1,8 @@
-//! Listening sockets. Each is bound with SO_REUSEADDR and SO_REUSEPORT, so a new
-//! process can bind the same port while the old one still runs. Alternatively a socket
-//! is inherited (`LISTEN_FDS`): from systemd socket activation, or from the running
-//! switchyard during an upgrade handover. There the very same socket, with its accept
-//! queue, passes to the new process, so no waiting connection is reset.
+//! Listening sockets. Each is bound with SO_REUSEADDR but not SO_REUSEPORT: a second
+//! process on a port in use fails ("address in use") instead of silently splitting the
+//! traffic. A new process gets the very same sockets instead, with their accept queues,
+//! so no waiting connection is reset: inherited (`LISTEN_FDS`) from systemd socket
+//! activation or a SIGUSR2 upgrade, or taken over (`--takeover`, see `takeover`).
 //!
 //! Listeners get TCP_NODELAY, which Linux passes on to every accepted connection, so
 //! a connection costs no `setsockopt` of its own there.
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
 
-/// Bind `addr` with SO_REUSEADDR + SO_REUSEPORT. Must run inside the tokio runtime.
+/// Bind `addr` with SO_REUSEADDR. Must run inside the tokio runtime.
 /// `freebind` (IP_FREEBIND) binds an address this host does not have yet: a virtual IP
 /// that keepalived moves here only when this node becomes the master.
 pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
@@ -31,8 +31,6 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = freebind;
-    #[cfg(unix)]
-    sock.set_reuse_port(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }

@@ -29,6 +29,11 @@ struct Args {
     /// Diagnostics as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Take the listening sockets over from the switchyard running on the same config
+    /// (via `[runtime] control_socket`), serve, then let the old process drain and exit.
+    /// Without it, a port already in use is an error.
+    #[arg(long)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -150,9 +155,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut taken = args.takeover.then(|| take_over(&config)).flatten();
+    let sockets = taken
+        .as_mut()
+        .map(|t| std::mem::take(&mut t.sockets))
+        .unwrap_or_default();
     let result = rt.block_on(async {
-        let listeners = switchyard::bind(&config).await?;
-        switchyard::run(listeners, config, shutdown_signal()).await
+        let mut listeners = switchyard::bind_taking(&config, sockets).await?;
+        listeners.took_over = taken.is_some();
+        let ready = move || {
+            if let Some(t) = taken {
+                std::thread::spawn(move || t.ready());
+            }
+        };
+        switchyard::run_with_ready(listeners, config, shutdown_signal(), ready).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +176,25 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "switchyard failed");
             eprintln!("switchyard: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `--takeover`: the running process's sockets, or `None` (a warning) when no process
+/// answers, so that this one binds the ports itself.
+fn take_over(config: &switchyard::config::Config) -> Option<switchyard::takeover::Taken> {
+    let Some(path) = &config.control_socket else {
+        tracing::warn!("--takeover: no [runtime] control_socket in the config; binding the ports");
+        return None;
+    };
+    match switchyard::takeover::request(path) {
+        Ok(t) => {
+            tracing::info!(sockets = t.sockets.len(), path = %path.display(), "took the listening sockets over");
+            Some(t)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; binding the ports");
+            None
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum Trigger {
     Admin(oneshot::Sender<Result<u64, String>>),
     /// SIGUSR2: hand the listening sockets to a new process, then drain and exit.
     Upgrade,
+    /// A `--takeover` process asks for the listening sockets on the control socket.
+    Takeover(std::os::unix::net::UnixStream),
 }
 
 /// Handle to ask for reloads and read their status.
@@ -140,6 +142,7 @@ impl Supervisor {
 
     /// Stop every accept loop and wait for their connections to drain.
     pub async fn shutdown(mut self) {
+        self.fds.clear();
         let all: Vec<_> = self.served.drain().collect();
         for (_, (tx, _)) in &all {
             let _ = tx.send(true);
@@ -205,12 +208,7 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
             }
             Trigger::Signal => reload(&path, &mut sup, &events).await,
             Trigger::Upgrade => {
-                let fds: Vec<std::os::fd::OwnedFd> = sup
-                    .fds
-                    .values()
-                    .chain(&extra_fds)
-                    .filter_map(|fd| fd.try_clone().ok())
-                    .collect();
+                let fds = handover_fds(&sup, &extra_fds);
                 match crate::upgrade::handover(fds).await {
                     Ok(pid) => {
                         tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
@@ -218,6 +216,25 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "upgrade failed; this process keeps serving")
+                    }
+                }
+                continue;
+            }
+            Trigger::Takeover(stream) => {
+                let fds = handover_fds(&sup, &extra_fds);
+                let n = fds.len();
+                tracing::info!(sockets = n, "takeover: handing the listening sockets over");
+                match tokio::task::spawn_blocking(move || crate::takeover::give(stream, fds)).await
+                {
+                    Ok(Ok(())) => {
+                        tracing::info!("takeover: new process serves; draining and exiting");
+                        upgraded.notify_one();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "takeover failed; this process keeps serving")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "takeover failed; this process keeps serving")
                     }
                 }
                 continue;
@@ -246,7 +263,19 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
         }
     }
     drop(watcher);
+    // Close our copies first: a listening socket must not outlive its accept loop, or
+    // new connections would queue on it unanswered instead of being refused.
+    drop(extra_fds);
     sup.shutdown().await;
+}
+
+/// Copies of every listening socket, for a new process to serve on.
+fn handover_fds(sup: &Supervisor, extra: &[std::os::fd::OwnedFd]) -> Vec<std::os::fd::OwnedFd> {
+    sup.fds
+        .values()
+        .chain(extra)
+        .filter_map(|fd| fd.try_clone().ok())
+        .collect()
 }
 
 /// Load, bind new listeners, publish, then start/stop accept loops.

@@ -47,7 +47,8 @@ async fn start_and_wait(
         })
         .collect();
     let mut cmd = std::process::Command::new(&exe);
-    cmd.args(std::env::args_os().skip(1))
+    // The sockets come as LISTEN_FDS: not from a control socket.
+    cmd.args(std::env::args_os().skip(1).filter(|a| a != "--takeover"))
         .env("LISTEN_FDS", n.to_string())
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES")

@@ -253,6 +253,14 @@ async fn sigterm_drains_an_in_flight_request() {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
+    // Refused at once, not queued unanswered until the drain ends: a health checker or
+    // keepalived in front notices now, while the slow request is still in flight.
+    assert!(
+        !slow.is_finished(),
+        "new connections were accepted into a dead queue until the drain ended"
+    );
+    let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     let got = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "b"));
     let deadline = std::time::Instant::now() + WAIT;
@@ -402,32 +410,8 @@ async fn upgrade_handover_loses_no_connection() {
     )
     .await;
     let old_pid = old.id();
-    let (ok, failed) = (
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    );
-    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
-        load.push(tokio::spawn(async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while running.load(std::sync::atomic::Ordering::SeqCst)
-                && std::time::Instant::now() < deadline
-            {
-                let c = if fresh_request(addr).await {
-                    &ok
-                } else {
-                    &failed
-                };
-                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }));
-    }
-    eventually("load running", || async {
-        ok.load(std::sync::atomic::Ordering::SeqCst) > 50
-    })
-    .await;
+    let load = Load::start(addr, 3);
+    load.wait_for_more(50).await;
     // Three handovers in a row: old → new → newer → newest, under load throughout.
     let mut current = old_pid;
     for round in 0..3 {
@@ -456,66 +440,130 @@ async fn upgrade_handover_loses_no_connection() {
             .expect("the new process answers on the inherited admin socket");
         assert_ne!(next, current, "round {round}");
         current = next;
-        let at = ok.load(std::sync::atomic::Ordering::SeqCst);
-        eventually("the new process serves", || async {
-            ok.load(std::sync::atomic::Ordering::SeqCst) > at + 50
-        })
-        .await;
+        load.wait_for_more(50).await;
     }
-    running.store(false, std::sync::atomic::Ordering::SeqCst);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     let _ = old.wait();
     signal(current, "-TERM");
     eventually("new process stopped", || async move {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
-    eprintln!(
-        "upgrade handover: {} requests on new connections ok, {} failed",
-        ok.load(std::sync::atomic::Ordering::SeqCst),
-        failed.load(std::sync::atomic::Ordering::SeqCst)
-    );
-    assert_eq!(
-        failed.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "connections lost across the handover"
-    );
+    eprintln!("upgrade handover: {ok} requests on new connections ok, {failed} failed");
+    assert_eq!(failed, 0, "connections lost across the handover");
 }
 
-#[tokio::test]
-async fn second_process_binds_the_same_port_with_so_reuseport() {
+/// A second instance on a port in use exits naming the address; with `--takeover` it
+/// takes the running instance's sockets over the control socket, under load, and no
+/// connection is lost while the old one drains and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_is_refused_unless_it_takes_over_and_takeover_loses_nothing() {
     let b = Backend::spawn("b").await;
-    let addr = free_port();
+    let (addr, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("sy-takeover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sock = dir.join("control.sock");
     let cfg = write_config(&format!(
-        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        "[runtime]\ncontrol_socket = \"{}\"\n[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        sock.display(),
         b.addr
     ));
-    let spawn = || spawn_bin(cfg.path());
-    let mut first = spawn();
+    let mut first = spawn_bin(cfg.path());
     eventually("first serves", || async move { fresh_request(addr).await }).await;
-    let mut second = spawn();
-    // Both run on the same port; the first drains and exits on SIGTERM.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first_pid = admin_pid(admin).await.expect("first answers on admin");
+
+    let second = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(
-        second.try_wait().unwrap().is_none(),
-        "second process could not bind the port"
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
+        "{err}"
     );
-    signal(first.id(), "-TERM");
-    let deadline = std::time::Instant::now() + WAIT;
-    while first.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "first process did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let load = Load::start(addr, 3);
+    load.wait_for_more(50).await;
+    let mut third = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["--takeover", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = exit_of(&mut first, "the old instance drains and exits").await;
+    assert_eq!(status.code(), Some(0));
+    let third_pid = admin_pid(admin)
+        .await
+        .expect("the new instance serves admin");
+    assert_ne!(third_pid, first_pid);
+    assert_eq!(third_pid, third.id());
+    load.wait_for_more(50).await;
+    let (ok, failed) = load.stop().await;
+    eprintln!("takeover: {ok} requests on new connections ok, {failed} failed");
+    assert_eq!(failed, 0, "connections lost across the takeover");
+    let _ = third.kill();
+    let _ = third.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests on new connections from `n` loops until stopped (at most 30 s).
+struct Load {
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, n: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let ok = std::sync::Arc::new(AtomicUsize::new(0));
+        let failed = std::sync::Arc::new(AtomicUsize::new(0));
+        let running = std::sync::Arc::new(AtomicBool::new(true));
+        let tasks = (0..n)
+            .map(|_| {
+                let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
+                tokio::spawn(async move {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while running.load(SeqCst) && std::time::Instant::now() < deadline {
+                        let c = if fresh_request(addr).await {
+                            &ok
+                        } else {
+                            &failed
+                        };
+                        c.fetch_add(1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            running,
+            tasks,
+        }
     }
-    for _ in 0..20 {
-        assert!(fresh_request(addr).await, "second process serves alone");
+
+    async fn wait_for_more(&self, n: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let at = self.ok.load(SeqCst);
+        eventually("load progresses", || async {
+            self.ok.load(SeqCst) > at + n
+        })
+        .await;
     }
-    let _ = second.kill();
-    let _ = second.wait();
+
+    async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.running.store(false, SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.ok.load(SeqCst), self.failed.load(SeqCst))
+    }
 }
 
 #[tokio::test]

@@ -72,6 +72,8 @@ pub struct FileCompression {
 pub struct FileRuntime {
     /// Worker threads; default: one per core.
     pub workers: Option<Spanned<usize>>,
+    /// Unix socket a `--takeover` start takes the listening sockets from.
+    pub control_socket: Option<SpanStr>,
 }
 
 /// `[reload]`: live configuration.

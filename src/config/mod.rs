@@ -116,6 +116,9 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// Worker threads of the runtime (applied at start; a reload cannot change it).
     pub workers: usize,
+    /// `[runtime] control_socket`, else `$RUNTIME_DIRECTORY/control.sock` under
+    /// systemd: where a `--takeover` start asks this process for its sockets.
+    pub control_socket: Option<PathBuf>,
     /// `[sites]`: site mapping and the site header; `None` when absent.
     pub sites: Option<Arc<crate::sites::Sites>>,
     /// `[compression]`; `None` when absent or disabled.

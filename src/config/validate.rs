@@ -181,6 +181,13 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
         Some(w) => *w.get_ref(),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let control_socket = match &file.runtime.control_socket {
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+        None => {
+            std::env::var_os("RUNTIME_DIRECTORY").map(|d| PathBuf::from(d).join("control.sock"))
+        }
+    };
     let reload = ReloadSettings {
         watch: file.reload.watch.unwrap_or(true),
         debounce: cx.duration(&file.reload.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
@@ -200,6 +207,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             admin,
             reload,
             workers,
+            control_socket,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.col));

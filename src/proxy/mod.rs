@@ -33,7 +33,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -298,6 +298,49 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Start serving one accepted connection (TLS handshake first on a TLS listener).
+fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+    live: Arc<()>,
+) {
+    // Linux: inherited from the listener (see `listen`).
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream.set_nodelay(true);
+    let snap = shared.state.load();
+    let tls = snap
+        .listeners
+        .get(snap.listener_index(local))
+        .and_then(|l| l.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
+    let wait = snap.server.header_timeout;
+    drop(snap);
+    // A plain connection's task is its `serve_io` future and nothing more: every open
+    // connection keeps its task allocated, parked ones too. The TLS path is boxed.
+    match tls {
+        None => spawn_conn(
+            serve_io(stream, Conn::new(peer, local, "http"), shared, drain, live),
+            peer,
+        ),
+        Some(acceptor) => spawn_conn(
+            Box::pin(async move {
+                match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let conn = Conn::new(peer, local, "https");
+                        serve_io(tls, conn, shared, drain, live).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }),
+            peer,
+        ),
+    }
+}
+
 /// Accept on `listener` until `stop` flips, then drain its open connections for at
 /// most the drain time of the config current at that moment. Settings (limits,
 /// timeouts, routes) come from the snapshot current when a connection or request arrives.
@@ -317,8 +360,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
+        match accepted {
+            Ok((stream, peer)) => {
+                let (shared, drain, live) = (shared.clone(), drain_rx.clone(), live.clone());
+                accept(stream, peer, local, shared, drain, live);
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed; backing off");
@@ -327,39 +373,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
-        };
-        // Linux: inherited from the listener (see `listen`).
-        #[cfg(not(target_os = "linux"))]
-        let _ = stream.set_nodelay(true);
-        let snap = shared.state.load();
-        let tls = snap
-            .listeners
-            .get(snap.listener_index(local))
-            .and_then(|l| l.tls.clone())
-            .map(tokio_rustls::TlsAcceptor::from);
-        let (shared, drain, live) = (shared.clone(), drain_rx.clone(), live.clone());
-        let wait = snap.server.header_timeout;
-        // A plain connection's task is its `serve_io` future and nothing more: every open
-        // connection keeps its task allocated, parked ones too. The TLS path is boxed.
-        match tls {
-            None => spawn_conn(
-                serve_io(stream, Conn::new(peer, local, "http"), shared, drain, live),
-                peer,
-            ),
-            Some(acceptor) => spawn_conn(
-                Box::pin(async move {
-                    match tokio::time::timeout(wait, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = Conn::new(peer, local, "https");
-                            serve_io(tls, conn, shared, drain, live).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }),
-                peer,
-            ),
         }
+    }
+    // The kernel already completed the handshakes of queued connections: closing the
+    // socket now would reset them. Serve them (they drain like the rest); anything
+    // arriving after the close is refused.
+    while let Some(Ok((stream, peer))) = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match listener.poll_accept(cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+    {
+        accept(
+            stream,
+            peer,
+            local,
+            shared.clone(),
+            drain_rx.clone(),
+            live.clone(),
+        );
     }
     drop(listener);
     let drain = shared.state.load().server.drain_timeout;

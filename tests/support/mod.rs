@@ -354,6 +354,7 @@ impl Proxy {
         let listeners = switchyard::Listeners {
             proxy: listeners,
             admin,
+            took_over: false,
         };
         let shutdown = async move {
             let _ = stopped.await;
