@@ -42,6 +42,57 @@ pub struct AccessRecord {
     pub class: Option<Arc<str>>,
     /// Time spent waiting in the pool's queue.
     pub queue_wait: Option<Duration>,
+    /// A request refused before it was parsed: what arrived of its request line
+    /// (escaped), logged in place of method, target and version.
+    pub refused_line: Option<Box<str>>,
+}
+
+impl AccessRecord {
+    /// A request refused before it was parsed (400, 408, 414, 431), as nginx logs one:
+    /// `head` is what arrived of it, of which the first line is shown.
+    pub fn refused(client: IpAddr, status: u16, head: &[u8]) -> AccessRecord {
+        AccessRecord {
+            time: SystemTime::now(),
+            client: client.to_canonical(),
+            method: Method::GET,
+            target: None,
+            version: Version::HTTP_11,
+            status,
+            bytes_in: head.len() as u64,
+            bytes_out: 0,
+            referer: None,
+            user_agent: None,
+            request_id: HeaderValue::from_static("-"),
+            route: None,
+            pool: None,
+            server: None,
+            upstream_time: None,
+            total_time: Duration::ZERO,
+            class: None,
+            queue_wait: None,
+            refused_line: Some(escape_line(head)),
+        }
+    }
+}
+
+/// The first line of `head`, at most 1 KiB, with `"`, `\\` and bytes outside printable
+/// ASCII as `\xNN` (nginx's escaping), so a log reader sees exactly what came.
+fn escape_line(head: &[u8]) -> Box<str> {
+    let end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len())
+        .min(1024);
+    let mut out = String::with_capacity(end);
+    for &b in &head[..end] {
+        match b {
+            b'"' | b'\\' | ..=0x1f | 0x7f.. => {
+                let _ = write!(out, "\\x{b:02X}");
+            }
+            _ => out.push(char::from(b)),
+        }
+    }
+    out.into_boxed_str()
 }
 
 /// Handle the request path uses to submit records.
@@ -157,13 +208,14 @@ fn combined(line: &mut String, r: &AccessRecord) {
         .unwrap_or_default();
     let target = r.target.as_ref().map_or("-", |p| p.as_str());
     let esc = |s: &str| s.replace('"', "\\x22");
+    let request = match &r.refused_line {
+        Some(l) => l.to_string(),
+        None => format!("{} {} {:?}", r.method, esc(target), r.version),
+    };
     let _ = writeln!(
         line,
-        "{} - - [{ts}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={} request_id={} class={} queue_wait={}",
+        "{} - - [{ts}] \"{request}\" {} {} \"{}\" \"{}\" route={} pool={} upstream={} upstream_time={} request_time={:.3} bytes_in={} request_id={} class={} queue_wait={}",
         r.client,
-        r.method,
-        esc(target),
-        r.version,
         r.status,
         r.bytes_out,
         esc(header_text(&r.referer)),
@@ -187,9 +239,10 @@ fn json(line: &mut String, r: &AccessRecord) {
     let v = serde_json::json!({
         "time": t,
         "client": r.client.to_string(),
-        "method": r.method.as_str(),
+        "method": r.refused_line.is_none().then(|| r.method.as_str()),
         "target": r.target.as_ref().map(|p| p.as_str()),
-        "version": format!("{:?}", r.version),
+        "version": r.refused_line.is_none().then(|| format!("{:?}", r.version)),
+        "request": r.refused_line.as_deref(),
         "status": r.status,
         "bytes_in": r.bytes_in,
         "bytes_out": r.bytes_out,
@@ -231,7 +284,26 @@ mod tests {
             total_time: Duration::from_millis(13),
             class: Some("report".into()),
             queue_wait: Some(Duration::from_millis(250)),
+            refused_line: None,
         }
+    }
+
+    #[test]
+    fn a_refused_request_shows_its_first_line_escaped() {
+        let mut r = AccessRecord::refused(
+            [192, 0, 2, 1].into(),
+            400,
+            b"GET /a\"b\x01\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        r.time = rec().time;
+        let mut s = String::new();
+        combined(&mut s, &r);
+        assert!(
+            s.starts_with(
+                "192.0.2.1 - - [22/Nov/2026:01:51:53 +0000] \"GET /a\\x22b\\x01\\xFF HTTP/1.1\" 400 0 \"-\" \"-\" route=-"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

@@ -125,9 +125,7 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
             let mut r = Response::new(Full::new(Bytes::from(snap.metrics.render(&snap))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
         }

@@ -377,7 +377,7 @@ async fn metrics_parse_and_move() {
         )),
         "{after}"
     );
-    // Exposition format: comments, samples `name{labels} value`, and the EOF marker.
+    // Prometheus text format 0.0.4: comments and samples `name{labels} value`.
     let sample = regex::Regex::new(
         r#"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.eE+]+$"#,
     )
@@ -388,8 +388,50 @@ async fn metrics_parse_and_move() {
             "not Prometheus text: {line:?}"
         );
     }
-    assert_eq!(after.lines().last(), Some("# EOF"));
+    assert!(
+        !after.contains("# EOF") && !after.contains("# UNIT"),
+        "{after}"
+    );
+    promtool_check(&after);
+    // Two scrapes of the same state read the same (series sorted, not in hash order).
+    let again = get(&proxy.admin_url("/metrics")).await.body;
+    let stable = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("upstream_healthy") || l.contains("requests_total"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stable(&after), stable(&again));
     proxy.stop().await;
+}
+
+/// `promtool check metrics` finds nothing to say, where promtool is installed (CI
+/// installs it with Debian's `prometheus` package).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED promtool check: promtool not installed (apt-get install prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
 }
 
 #[tokio::test]

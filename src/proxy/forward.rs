@@ -84,6 +84,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
             total_time: Duration::ZERO,
             class: None,
             queue_wait: None,
+            refused_line: None,
         })
     });
     let (method, uri) = (req.method().clone(), req.uri().clone());

@@ -20,6 +20,7 @@ mod look;
 mod mime;
 mod passive;
 mod pick;
+mod refused;
 mod retry;
 mod shape;
 mod tunnel;
@@ -144,6 +145,7 @@ where
     let snap = shared.state.load();
     let tls = conn.scheme == "https";
     let busy = conn.busy.clone();
+    let (access, client) = (shared.access.clone(), conn.peer.ip());
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -188,7 +190,13 @@ where
             _parked = None;
             let round = match round {
                 Ok(Ok(Some(r))) => r,
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+                Err(_) => {
+                    if let Some(head) = io.partial_head() {
+                        refused::log(access.as_deref(), client, 408, head);
+                    }
+                    return;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => return,
             };
             let drain = &mut drain;
             // Each round is boxed: its hyper connection lives on the heap only while the
@@ -197,6 +205,7 @@ where
                 io.set_park(false);
                 let svc = svc.clone();
                 let full = builder(&settings);
+                let access = access.clone();
                 return Box::pin(async move {
                     let c = full.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     tokio::pin!(c);
@@ -209,12 +218,16 @@ where
                     .await;
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "connection ended with error");
+                        if let Some(status) = refused::status(&*e) {
+                            refused::log(access.as_deref(), client, status, b"");
+                        }
                     }
                 })
                 .await;
             }
             io.set_park(true);
             let svc = svc.clone();
+            let access = access.as_deref();
             let back = Box::pin(async move {
                 let mut c = h1.serve_connection(TokioIo::new(io), svc);
                 let (ended, draining) = until_done(drain, |cx, shut| {
@@ -228,6 +241,9 @@ where
                 let mut io = parts.io.into_inner();
                 if let Err(e) = &ended {
                     tracing::debug!(error = %e, "connection ended with error");
+                    if let Some(status) = refused::status(e) {
+                        refused::log(access, client, status, &parts.read_buf);
+                    }
                 }
                 if ended.is_err() || draining || !io.parked() {
                     // Closed by either side, or failed. A TLS stream gets its close_notify;

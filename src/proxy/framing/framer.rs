@@ -190,6 +190,13 @@ impl Framer {
             // closes; nothing after it is passed on.
             Head::Bad => self.hand_over(input, output, State::Refused),
             Head::Refuse => {
+                // The request line goes first (when hyper has none of the head yet), so
+                // the access log shows what was refused; the NUL after it still fails.
+                if self.released == 0
+                    && let Some(end) = input.iter().take(1024).position(|&b| b == b'\n')
+                {
+                    output.extend_from_slice(&input[..=end]);
+                }
                 output.extend_from_slice(REFUSE);
                 input.clear();
                 self.state = State::Refused;

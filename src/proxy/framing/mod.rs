@@ -122,6 +122,14 @@ impl<S> Guarded<S> {
         self.parked
     }
 
+    /// What arrived of a request head that is not complete yet, if anything.
+    pub fn partial_head(&self) -> Option<&[u8]> {
+        [&self.output, &self.input]
+            .into_iter()
+            .find(|b| !b.is_empty())
+            .map(|b| &b[..])
+    }
+
     /// Bytes hyper read but did not use go back in front of the stream.
     pub fn unread(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {

@@ -1,9 +1,12 @@
-//! Prometheus metrics, encoded by `prometheus-client`. The request path never looks a
+//! Prometheus metrics, encoded by `prometheus-client` (and served as the Prometheus
+//! text format, see `text`). The request path never looks a
 //! metric up by label: every handle it touches (request counters per route × pool ×
 //! status class, a duration histogram per route, a retry counter per pool) is created
 //! when a snapshot is built and stored in it. The histogram is ours, with atomic
 //! buckets, because the crate's own histogram takes a mutex per observation. Gauges
 //! for server health and in-flight requests are filled in at scrape time.
+
+mod text;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -433,6 +436,6 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             tracing::error!("cannot encode metrics");
         }
-        out
+        text::prometheus(&out)
     }
 }
