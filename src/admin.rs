@@ -36,8 +36,9 @@ pub struct Admin {
     pub state: Arc<SharedState>,
     pub events: Events,
     pub reloads: crate::reload::Reloads,
-    /// Flips when the process starts draining (`/health/live` then fails).
-    pub stop: watch::Receiver<bool>,
+    /// Flips when the process starts stopping, lame duck included: `/health/live`
+    /// and `/health/ready` fail from then on.
+    pub failing: watch::Receiver<bool>,
 }
 
 /// Serve the admin API until `stop` flips.
@@ -98,6 +99,7 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
     };
     match (method, segs.as_slice()) {
         (&Method::GET, ["health"]) => health(&snap, None),
+        (&Method::GET, ["health", "ready"]) if *admin.failing.borrow() => stopping(),
         (&Method::GET, ["health", "ready"]) => {
             let pool = req.uri().query().and_then(|q| {
                 form_urlencoded::parse(q.as_bytes())
@@ -242,13 +244,17 @@ fn serving(snap: &Snapshot, first: usize) -> bool {
 /// Liveness: the process is up and accepting, and not draining. No backend counts, so
 /// a VIP is not dropped on both load balancers when the cause is shared.
 fn live(admin: &Admin) -> Response<Full<Bytes>> {
-    if *admin.stop.borrow() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "draining"}),
-        );
+    if *admin.failing.borrow() {
+        return stopping();
     }
     reply(StatusCode::OK, &json!({"status": "live"}))
+}
+
+fn stopping() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"status": "stopping"}),
+    )
 }
 
 /// Readiness: every pool (or `only` that one) has a healthy server, itself or down

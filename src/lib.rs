@@ -117,6 +117,8 @@ pub async fn run_with_ready(
         None,
     )));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Flips first on a graceful stop: health checks fail during the lame duck period.
+    let (failing_tx, failing_rx) = watch::channel(false);
     let (events, manager) = health::spawn(state.clone(), registry, stop_rx.clone());
     let shared = Arc::new(Shared {
         state: state.clone(),
@@ -147,7 +149,7 @@ pub async fn run_with_ready(
             state: state.clone(),
             events: events.clone(),
             reloads: reloads.clone(),
-            stop: stop_rx.clone(),
+            failing: failing_rx,
         });
         tokio::spawn(admin::serve(l, admin, stop_rx.clone()))
     });
@@ -172,9 +174,20 @@ pub async fn run_with_ready(
     ));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready();
-    tokio::select! {
-        _ = shutdown => {}
-        _ = upgraded.notified() => tracing::info!("handed over to the new process"),
+    let lame_duck = tokio::select! {
+        _ = shutdown => state.load().server.lame_duck,
+        _ = upgraded.notified() => {
+            tracing::info!("handed over to the new process");
+            Duration::ZERO
+        }
+    };
+    let _ = failing_tx.send(true);
+    if !lame_duck.is_zero() {
+        tracing::info!(
+            ?lame_duck,
+            "lame duck: health checks fail, requests still served"
+        );
+        tokio::time::sleep(lame_duck).await;
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

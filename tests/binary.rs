@@ -722,3 +722,45 @@ async fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `lame_duck`: on SIGTERM, `/health/live` and `/health/ready` fail at once while
+/// requests are still served; only after the period do the listeners close.
+#[tokio::test]
+async fn lame_duck_fails_health_first_then_stops_listening() {
+    let b = Backend::spawn("b").await;
+    let (addr, admin) = (free_port(), free_port());
+    let cfg = write_config(&format!(
+        "[server]\nlame_duck = \"600ms\"\n[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ));
+    let mut child = spawn_bin(cfg.path());
+    let live = format!("http://{admin}/health/live");
+    eventually("live", || async {
+        tokio::net::TcpStream::connect(admin).await.is_ok() && get(&live).await.status == 200
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    signal(child.id(), "-TERM");
+    eventually("health fails", || async { get(&live).await.status == 503 }).await;
+    assert_eq!(
+        get(&format!("http://{admin}/health/ready")).await.status,
+        503
+    );
+    assert!(
+        fresh_request(addr).await,
+        "still served during the lame duck"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_millis(600),
+        "checked within the period"
+    );
+    eventually("listeners closed after the lame duck", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(signalled.elapsed() >= Duration::from_millis(600));
+    assert_eq!(
+        exit_of(&mut child, "exits after draining").await.code(),
+        Some(0)
+    );
+}

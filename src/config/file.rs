@@ -142,6 +142,7 @@ pub struct FileServer {
     pub body_timeout: Option<SpanStr>,
     pub send_timeout: Option<SpanStr>,
     pub drain_timeout: Option<SpanStr>,
+    pub lame_duck: Option<SpanStr>,
     pub max_header_bytes: Option<Spanned<u64>>,
     pub max_uri_bytes: Option<Spanned<u64>>,
     pub param_body_limit: Option<Spanned<u64>>,

@@ -178,6 +178,9 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     pub send_timeout: Duration,
     pub drain_timeout: Duration,
+    /// On SIGTERM, fail `/health/live` and keep serving this long before stopping,
+    /// so a VIP or a load balancer in front moves traffic away first.
+    pub lame_duck: Duration,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub param_body_limit: usize,

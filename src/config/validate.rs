@@ -120,6 +120,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
             "drain_timeout",
             DEFAULT_DRAIN_TIMEOUT,
         ),
+        lame_duck: cx.duration(&file.server.lame_duck, "lame_duck", Duration::ZERO),
         max_header_bytes: header_bytes(&mut cx, &file.server.max_header_bytes),
         max_uri_bytes: cx.size(
             &file.server.max_uri_bytes,
