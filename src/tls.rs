@@ -83,9 +83,42 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Load one certificate chain and its private key.
-fn load_pair(cert: &Path, key: &Path) -> Result<Entry, String> {
-    let provider = rustls::crypto::ring::default_provider();
+/// A certificate or key file that cannot be used: which pair, which file, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// Index of the (certificate, key) pair.
+    pub pair: usize,
+    /// The key file is at fault (else the certificate file).
+    pub in_key: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Load one certificate chain and its private key; the error says which file failed.
+fn load_pair(cert: &Path, key: &Path) -> Result<Entry, (bool, String)> {
+    let (certs, names) = load_certs(cert).map_err(|e| (false, e))?;
+    let ck = load_key(key, certs).map_err(|e| (true, e))?;
+    ck.keys_match().map_err(|e| {
+        let msg = format!(
+            "{} does not belong to {}: {e}",
+            key.display(),
+            cert.display()
+        );
+        (true, msg)
+    })?;
+    Ok(Entry {
+        names,
+        key: Arc::new(ck),
+    })
+}
+
+/// A PEM certificate chain and the names its first certificate is for.
+fn load_certs(cert: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<String>), String> {
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file: {e}", cert.display()))?;
@@ -96,6 +129,12 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Entry, String> {
         )
     })?;
     let names = names_of(first);
+    Ok((certs, names))
+}
+
+/// The private key in `key`, with `certs`.
+fn load_key(key: &Path, certs: Vec<CertificateDer<'static>>) -> Result<CertifiedKey, String> {
+    let provider = rustls::crypto::ring::default_provider();
     let der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read(key)?.as_slice())
         .map_err(|e| format!("{}: not a PEM key file: {e}", key.display()))?
         .ok_or_else(|| {
@@ -108,30 +147,30 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Entry, String> {
         .key_provider
         .load_private_key(der)
         .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
-    let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "{} does not belong to {}: {e}",
-            key.display(),
-            cert.display()
-        )
-    })?;
-    Ok(Entry {
-        names,
-        key: Arc::new(ck),
-    })
+    Ok(CertifiedKey::new(certs, signing))
 }
 
 /// A server config for `pairs` of (certificate, key) files; the first is the default.
-pub fn server_config(pairs: &[(PathBuf, PathBuf)]) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(pairs: &[(PathBuf, PathBuf)]) -> Result<Arc<ServerConfig>, FileError> {
     let entries = pairs
         .iter()
-        .map(|(c, k)| load_pair(c, k))
+        .enumerate()
+        .map(|(pair, (c, k))| {
+            load_pair(c, k).map_err(|(in_key, message)| FileError {
+                pair,
+                in_key,
+                message,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut cfg =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&version::TLS13, &version::TLS12])
-            .map_err(|e| e.to_string())?
+            .map_err(|e| FileError {
+                pair: 0,
+                in_key: false,
+                message: e.to_string(),
+            })?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SniResolver { entries }));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -191,8 +230,17 @@ mod tests {
         );
         assert_eq!(first(r.pick(None)), r.entries[0].key.cert[0]);
         let err = server_config(&[(c1.clone(), k2.clone())]).unwrap_err();
-        assert!(err.contains("does not belong to"), "{err}");
-        let err = server_config(&[(dir.join("missing.pem"), k1)]).unwrap_err();
-        assert!(err.contains("missing.pem"), "{err}");
+        assert!(
+            err.message.contains("does not belong to") && err.in_key,
+            "{err}"
+        );
+        let err = server_config(&[(c1.clone(), dir.join("missing.key"))]).unwrap_err();
+        assert!(err.message.contains("missing.key") && err.in_key, "{err}");
+        let err =
+            server_config(&[(c2.clone(), k2.clone()), (dir.join("missing.pem"), k1)]).unwrap_err();
+        assert!(
+            err.message.contains("missing.pem") && !err.in_key && err.pair == 1,
+            "{err}"
+        );
     }
 }

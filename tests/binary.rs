@@ -166,6 +166,28 @@ fn check_reports_every_kind_of_bad_config_with_line_and_column() {
         stderr.contains("3 errors in config"),
         "all errors at once: {stderr}"
     );
+    // Type errors in different sections: each is reported at its place, not only the first.
+    let (code, _, stderr) = check(&format!(
+        "{base}[pools.a]\nservers = [\"127.0.0.1:1\"]\nkeepalive = \"many\"\n[pools.b]\nservers = [\"127.0.0.1:2\"]\nread_timeout = 30\n[[routes]]\nname = 7\npool = \"a\"\n"
+    ));
+    assert_eq!(code, 64, "{stderr}");
+    for want in [":7:13:", ":10:16:", "a duration like \"30s\"", ":12:8:"] {
+        assert!(stderr.contains(want), "want {want:?} in\n{stderr}");
+    }
+    assert!(stderr.contains("3 errors in config"), "{stderr}");
+    // A key file that does not exist: the caret is on `key`, not on `cert`.
+    let cert = format!(
+        "{}/examples/certs/erp.example.com.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, _, stderr) = check(&format!(
+        "[[listeners]]\naddr = \"127.0.0.1:8443\"\n[[listeners.tls]]\ncert = \"{cert}\"\nkey = \"/nonexistent/erp.key\"\n[pools.p]\nservers = [\"127.0.0.1:1\"]\n"
+    ));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains(":5:7: TLS: cannot read /nonexistent/erp.key"),
+        "{stderr}"
+    );
     let (code, _, stderr) = check_missing();
     assert_eq!(code, 64);
     assert!(stderr.contains("cannot read config file"), "{stderr}");
@@ -762,5 +784,43 @@ async fn lame_duck_fails_health_first_then_stops_listening() {
     assert_eq!(
         exit_of(&mut child, "exits after draining").await.code(),
         Some(0)
+    );
+}
+
+/// A socket handed in (systemd's LISTEN_FDS) whose address no listener has is closed
+/// with a warning that names it, and the listeners are bound as usual.
+#[tokio::test]
+async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
+    use command_fds::{CommandFdExt, FdMapping};
+    let stray = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stray_addr = stray.local_addr().unwrap();
+    let addr = free_port();
+    let cfg = write_config(&format!(
+        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    ));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(cfg.path())
+        .args(["--log-level", "warn"])
+        .env("LISTEN_FDS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: stray.into(),
+        child_fd: 3,
+    }])
+    .unwrap();
+    let mut child = cmd.spawn().unwrap();
+    eventually("serves", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    signal(child.id(), "-TERM");
+    exit_of(&mut child, "stops").await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("matches no listener") && err.contains(&stray_addr.to_string()),
+        "{err}"
     );
 }

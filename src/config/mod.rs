@@ -11,6 +11,8 @@ mod error;
 mod file;
 mod pages;
 mod pools;
+mod sections;
+mod summary;
 mod validate;
 mod web;
 
@@ -318,92 +320,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parse and validate config text; `path` is only used in messages.
 pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
-    let file: file::FileConfig = toml::from_str(src).map_err(|e| {
-        ConfigErrors(vec![ConfigError::at(
-            path,
-            src,
-            e.span(),
-            error::hint(e.message().trim_end(), src, e.span()),
-        )])
-    })?;
+    let file: file::FileConfig =
+        toml::from_str(src).map_err(|e| ConfigErrors(sections::errors(path, src, &e)))?;
     validate::validate(path, src, file)
-}
-
-impl Config {
-    /// The `--check` summary: listeners, pools and routes in order.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(s, "{}: ok", self.path.display());
-        for l in &self.listeners {
-            let _ = writeln!(s, "listener {} on {}", l.name, l.addr);
-        }
-        for p in &self.pools {
-            let servers: Vec<String> = p
-                .servers
-                .iter()
-                .map(|sv| format!("{} (weight {})", sv.addr, sv.weight))
-                .collect();
-            let _ = writeln!(
-                s,
-                "pool {} [{}]: {}",
-                p.name,
-                p.balance.as_str(),
-                servers.join(", ")
-            );
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            let pool = r
-                .pool
-                .and_then(|i| self.pools.get(i))
-                .map_or("-", |p| &p.name);
-            let what = if r.matcher.is_catch_all() {
-                "every request"
-            } else {
-                "matching requests"
-            };
-            let action = match &r.action {
-                crate::routing::Action::Proxy => format!("pool {pool}"),
-                crate::routing::Action::Files(f) if r.pool.is_some() => {
-                    format!("files {} else pool {pool}", f.root)
-                }
-                crate::routing::Action::Files(f) => format!("files {}", f.root),
-                crate::routing::Action::Redirect { to, status } => {
-                    format!("redirect {} {to}", status.as_u16())
-                }
-            };
-            let internal = if r.internal { ", internal" } else { "" };
-            let class = match self.classes.get(r.class) {
-                Some(c) if r.class != 0 => format!(", class {c}"),
-                _ => String::new(),
-            };
-            let internal = format!("{internal}{class}");
-            let _ = writeln!(
-                s,
-                "route {} {} -> {action} ({what}{internal})",
-                i + 1,
-                r.name
-            );
-        }
-        for pool in &self.pools {
-            for (c, rule) in self.classes.iter().zip(&pool.classes) {
-                if rule.cap.is_some() || rule.priority != 0 {
-                    let cap = rule
-                        .cap
-                        .map_or("no cap".to_owned(), |n| format!("{n} per server"));
-                    let _ = writeln!(
-                        s,
-                        "pool {} class {c}: {cap}, priority {}",
-                        pool.name, rule.priority
-                    );
-                }
-            }
-        }
-        for w in &self.warnings {
-            let _ = writeln!(s, "warning: {w}");
-        }
-        s
-    }
 }
 
 #[cfg(test)]

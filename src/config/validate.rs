@@ -280,7 +280,7 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             pairs.push((
                 relative(cx.path, t.cert.get_ref()),
                 relative(cx.path, t.key.get_ref()),
-                t.cert.span(),
+                (t.cert.span(), t.key.span()),
             ));
         }
         let tls = if pairs.is_empty() {
@@ -293,7 +293,10 @@ fn listeners(cx: &mut Ctx<'_>, file: &[Spanned<FileListener>]) -> Vec<Listener> 
             match crate::tls::server_config(&files) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    let span = pairs.first().map_or(0..0, |p| p.2.clone());
+                    // The caret goes to the file at fault: the key or the certificate.
+                    let span = pairs.get(e.pair).map_or(0..0, |(_, _, (c, k))| {
+                        if e.in_key { k.clone() } else { c.clone() }
+                    });
                     cx.err(span, format!("TLS: {e}"));
                     None
                 }
