@@ -48,21 +48,21 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// A request refused before it was parsed (400, 408, 414, 431), as nginx logs one:
-    /// `head` is what arrived of it, of which the first line is shown.
-    pub fn refused(client: IpAddr, status: u16, head: &[u8]) -> AccessRecord {
+    /// A record of a request from `client` that is just starting: the request's own
+    /// fields are filled in by the caller, the outcome as it is known.
+    pub fn new(client: IpAddr, request_id: HeaderValue) -> AccessRecord {
         AccessRecord {
             time: SystemTime::now(),
             client: client.to_canonical(),
             method: Method::GET,
             target: None,
             version: Version::HTTP_11,
-            status,
-            bytes_in: head.len() as u64,
+            status: 0,
+            bytes_in: 0,
             bytes_out: 0,
             referer: None,
             user_agent: None,
-            request_id: HeaderValue::from_static("-"),
+            request_id,
             route: None,
             pool: None,
             server: None,
@@ -70,7 +70,18 @@ impl AccessRecord {
             total_time: Duration::ZERO,
             class: None,
             queue_wait: None,
+            refused_line: None,
+        }
+    }
+
+    /// A request refused before it was parsed (400, 408, 414, 431), as nginx logs one:
+    /// `head` is what arrived of it, of which the first line is shown.
+    pub fn refused(client: IpAddr, status: u16, head: &[u8]) -> AccessRecord {
+        AccessRecord {
+            status,
+            bytes_in: head.len() as u64,
             refused_line: Some(escape_line(head)),
+            ..AccessRecord::new(client, HeaderValue::from_static("-"))
         }
     }
 }

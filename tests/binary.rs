@@ -432,7 +432,7 @@ async fn upgrade_handover_loses_no_connection() {
     )
     .await;
     let old_pid = old.id();
-    let load = Load::start(addr, 3);
+    let load = fresh_load(addr, 3);
     load.wait_for_more(50).await;
     // Three handovers in a row: old → new → newer → newest, under load throughout.
     let mut current = old_pid;
@@ -506,7 +506,7 @@ async fn a_second_instance_is_refused_unless_it_takes_over_and_takeover_loses_no
         "{err}"
     );
 
-    let load = Load::start(addr, 3);
+    let load = fresh_load(addr, 3);
     load.wait_for_more(50).await;
     let mut third = Command::new(BIN)
         .arg("--config")
@@ -531,61 +531,9 @@ async fn a_second_instance_is_refused_unless_it_takes_over_and_takeover_loses_no
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Requests on new connections from `n` loops until stopped (at most 30 s).
-struct Load {
-    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, n: usize) -> Load {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-        let ok = std::sync::Arc::new(AtomicUsize::new(0));
-        let failed = std::sync::Arc::new(AtomicUsize::new(0));
-        let running = std::sync::Arc::new(AtomicBool::new(true));
-        let tasks = (0..n)
-            .map(|_| {
-                let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
-                tokio::spawn(async move {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                    while running.load(SeqCst) && std::time::Instant::now() < deadline {
-                        let c = if fresh_request(addr).await {
-                            &ok
-                        } else {
-                            &failed
-                        };
-                        c.fetch_add(1, SeqCst);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            ok,
-            failed,
-            running,
-            tasks,
-        }
-    }
-
-    async fn wait_for_more(&self, n: usize) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let at = self.ok.load(SeqCst);
-        eventually("load progresses", || async {
-            self.ok.load(SeqCst) > at + n
-        })
-        .await;
-    }
-
-    async fn stop(self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.running.store(false, SeqCst);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.ok.load(SeqCst), self.failed.load(SeqCst))
-    }
+/// `n` loops of requests, each on a new connection, for at most 30 s.
+fn fresh_load(addr: SocketAddr, n: usize) -> Load {
+    Load::each(n, Duration::from_secs(30), move || fresh_request(addr))
 }
 
 #[tokio::test]

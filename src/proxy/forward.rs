@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -66,25 +66,12 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     let request_id = request_id(req.headers(), conn.peer, trusted);
     let record = shared.access.as_ref().map(|_| {
         Box::new(AccessRecord {
-            time: SystemTime::now(),
-            client: conn.peer.ip().to_canonical(),
             method: req.method().clone(),
             target: req.uri().path_and_query().cloned(),
             version: req.version(),
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            request_id: request_id.clone(),
-            route: None,
-            pool: None,
-            server: None,
-            upstream_time: None,
-            total_time: Duration::ZERO,
-            class: None,
-            queue_wait: None,
-            refused_line: None,
+            ..AccessRecord::new(conn.peer.ip(), request_id.clone())
         })
     });
     let (method, uri) = (req.method().clone(), req.uri().clone());

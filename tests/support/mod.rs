@@ -485,33 +485,49 @@ pub struct Load {
 
 impl Load {
     pub fn start(url: String, clients: usize) -> Load {
+        Load::each(clients, Duration::from_secs(60), move || {
+            let url = url.clone();
+            let c = client();
+            async move {
+                let req = Request::get(url.as_str())
+                    .body(Full::<Bytes>::default())
+                    .unwrap();
+                match tokio::time::timeout(WAIT, c.request(req)).await {
+                    Ok(Ok(r)) if r.status() == 200 => true,
+                    Ok(Ok(r)) => {
+                        let status = r.status();
+                        let body = r.into_body().collect().await.map(|b| b.to_bytes());
+                        eprintln!("load: {status} {body:?}");
+                        false
+                    }
+                    other => {
+                        eprintln!("load: {:?}", other.map(|r| r.map(|r| r.status())));
+                        false
+                    }
+                }
+            }
+        })
+    }
+
+    /// `clients` loops each calling `one` (a request: true when it succeeded) until
+    /// stopped, for at most `limit`.
+    pub fn each<F, Fut>(clients: usize, limit: Duration, one: F) -> Load
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let tasks = (0..clients)
             .map(|_| {
-                let (ok, failed, running, url) =
-                    (ok.clone(), failed.clone(), running.clone(), url.clone());
+                let (ok, failed, running, one) =
+                    (ok.clone(), failed.clone(), running.clone(), one.clone());
                 tokio::spawn(async move {
-                    let c = client();
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    let deadline = tokio::time::Instant::now() + limit;
                     while running.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-                        let req = Request::get(url.as_str())
-                            .body(Full::<Bytes>::default())
-                            .unwrap();
-                        match tokio::time::timeout(WAIT, c.request(req)).await {
-                            Ok(Ok(r)) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                            Ok(Ok(r)) => {
-                                let status = r.status();
-                                let body = r.into_body().collect().await.map(|b| b.to_bytes());
-                                eprintln!("load: {status} {body:?}");
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                            other => {
-                                eprintln!("load: {:?}", other.map(|r| r.map(|r| r.status())));
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
+                        let c = if one().await { &ok } else { &failed };
+                        c.fetch_add(1, Ordering::SeqCst);
                     }
                 })
             })
@@ -522,6 +538,12 @@ impl Load {
             running,
             tasks,
         }
+    }
+
+    /// Wait (bounded) until `n` more requests have succeeded.
+    pub async fn wait_for_more(&self, n: usize) {
+        let at = self.ok();
+        eventually("load progresses", || async { self.ok() > at + n }).await;
     }
 
     pub fn ok(&self) -> usize {
