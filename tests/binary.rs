@@ -772,3 +772,91 @@ async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
         "{err}"
     );
 }
+
+/// SIGTERM under a stream of new connections: each one is served or refused, none
+/// hangs, and the connections already queued when the listener closes are served.
+/// Only a handshake in flight at the very instant the socket closes can still be
+/// reset (the kernel has no way to refuse it then); a handful at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_refuses_new_connections_at_once_and_serves_the_queued_ones() {
+    let b = Backend::spawn("b").await;
+    let addr = free_port();
+    let cfg = write_config(&format!(
+        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        b.addr
+    ));
+    let mut child = spawn_bin(cfg.path());
+    eventually("serves", || async move { fresh_request(addr).await }).await;
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let outcomes = outcomes.clone();
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while std::time::Instant::now() < deadline {
+                    let o = one_connection(addr).await;
+                    let refused = o == "refused";
+                    outcomes.lock().unwrap().push(o);
+                    if refused {
+                        return Some(std::time::Instant::now());
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    eventually("load runs", || async {
+        outcomes.lock().unwrap().len() > 100
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    signal(child.id(), "-TERM");
+    let mut slowest = Duration::ZERO;
+    for l in loops {
+        let refused_at = l.await.unwrap().expect("refused in the end");
+        slowest = slowest.max(refused_at - signalled);
+    }
+    assert_eq!(exit_of(&mut child, "stops").await.code(), Some(0));
+    // Refused at once: not queued on a socket nobody accepts from until the drain ends.
+    assert!(
+        slowest < Duration::from_millis(400),
+        "refused only after {slowest:?}"
+    );
+    let outcomes = outcomes.lock().unwrap();
+    let bad: Vec<&String> = outcomes
+        .iter()
+        .filter(|o| *o != "ok" && *o != "refused")
+        .collect();
+    eprintln!(
+        "SIGTERM under load: {} connections, {} not served or refused: {bad:?}",
+        outcomes.len(),
+        bad.len()
+    );
+    assert!(
+        bad.len() <= 3 && bad.iter().all(|b| b.contains("reset")),
+        "{bad:?}"
+    );
+}
+
+/// One request on a new connection: "ok", "refused", or what went wrong.
+async fn one_connection(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return "refused".into(),
+        Err(e) => return format!("connect: {e}"),
+    };
+    if let Err(e) = s
+        .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+    {
+        return format!("write: {e}");
+    }
+    let mut out = Vec::new();
+    match tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await {
+        Ok(Ok(_)) if out.starts_with(b"HTTP/1.1 200") => "ok".into(),
+        Ok(Ok(_)) => format!("answer: {:?}", String::from_utf8_lossy(&out)),
+        Ok(Err(e)) => format!("read: {e}"),
+        Err(_) => "timed out".into(),
+    }
+}

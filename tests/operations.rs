@@ -12,7 +12,7 @@ async fn refused(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     out.lines().next().unwrap_or("").to_owned()
 }
 
-/// Five kinds of bad request each get their status and an nginx-shaped access-log line,
+/// Eight kinds of bad request (and a head that never completes) each get their status and an nginx-shaped access-log line,
 /// which fail2ban's `nginx-bad-request` filter matches for the 400s.
 #[tokio::test]
 async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
@@ -22,19 +22,24 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
     let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[server]\nheader_timeout = \"300ms\"\nmax_header_bytes = 8192\n[log]\naccess_log = \"{}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+        "[[listeners]]\naddr = \"{{listen}}\"\n[server]\nheader_timeout = \"300ms\"\nmax_header_bytes = 8192\nmax_uri_bytes = 2048\n[log]\naccess_log = \"{}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
         log.display(),
         b.addr
     ))
     .await;
     let addr = p.addr();
-    let cases: [(&[u8], &str); 4] = [
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(3000));
+    let cases: [(&[u8], &str); 8] = [
         (b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", "400"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "400"),
         (
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             "400",
         ),
+        (b"GET / HTTP/1.1\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+        (b"GET /../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n", "400"),
+        (long_uri.as_bytes(), "414"),
         (b"GET /big HTTP/1.1\r\nHost: a\r\nX-Big: ", "431"),
     ];
     for (bytes, status) in cases {
@@ -61,7 +66,10 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
     assert_eq!(get(&p.url("/ok")).await.status, 200);
 
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually("six lines logged", || async { text().lines().count() >= 6 }).await;
+    eventually("ten lines logged", || async {
+        text().lines().count() >= 10
+    })
+    .await;
     let text = text();
     eprintln!("{text}");
     let statuses: Vec<&str> = text
@@ -71,7 +79,9 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
         .collect();
     assert_eq!(
         statuses,
-        ["400", "400", "400", "431", "408", "200"],
+        [
+            "400", "400", "400", "400", "400", "400", "414", "431", "408", "200"
+        ],
         "{text}"
     );
     let lines: Vec<&str> = text.lines().collect();
@@ -87,12 +97,12 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
         lines[1]
     );
     assert!(
-        lines[4].contains("\"GET /slow HTTP/1.1\" 408"),
+        lines[8].contains("\"GET /slow HTTP/1.1\" 408"),
         "{}",
-        lines[4]
+        lines[8]
     );
     assert!(lines[2].contains("\"POST / HTTP/1.1\" 400"), "{}", lines[2]);
-    fail2ban_matches(&log, 3);
+    fail2ban_matches(&log, 6);
     p.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
