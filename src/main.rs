@@ -13,7 +13,25 @@ use tracing_subscriber::EnvFilter;
 #[command(
     version,
     about,
-    after_help = "Signals: HUP reloads the config; USR1 reopens the access log (logrotate); USR2 hands the listening sockets to a new binary (upgrade); TERM, INT and QUIT stop gracefully, letting requests in flight finish (drain_timeout)."
+    after_help = "\
+Signals:
+  HUP          reload the config (an invalid one is refused; the old one keeps serving)
+  USR1         reopen the access log (logrotate)
+  USR2         hand the listening sockets to a new binary (upgrade without downtime)
+  TERM, INT    stop: close the listeners (after lame_duck), let requests in flight
+               finish (drain_timeout), exit 0
+  QUIT         the same graceful stop, without a core dump
+
+Files (Debian package):
+  /etc/switchyard/switchyard.toml     config (a conffile)
+  /var/log/switchyard/access.log      access log, nginx combined + fields
+  /run/switchyard/control.sock        where --takeover asks for the sockets
+  /usr/share/doc/switchyard/          README.md, examples, keepalived files
+
+Admin API (default 127.0.0.1:9901): /health/live, /health/ready[?pool=NAME],
+/upstreams, /metrics (Prometheus), /config.
+
+Exit codes: 0 ok, 64 bad config or arguments, 1 runtime failure (e.g. a port in use)."
 )]
 struct Args {
     /// Config file.

@@ -17,12 +17,19 @@ fn dist(p: &str) -> PathBuf {
     Path::new(ROOT).join("dist").join(p)
 }
 
-/// The packaged config with its access log moved under `dir` (no /var/log here).
+/// The packaged config with its access log and control socket moved under `dir` (a
+/// test writes nothing to /var/log or /run).
 fn config_text(packaged: &Path, dir: &Path) -> String {
-    std::fs::read_to_string(packaged).unwrap().replace(
-        "/var/log/switchyard/access.log",
-        &dir.join("access.log").display().to_string(),
-    )
+    std::fs::read_to_string(packaged)
+        .unwrap()
+        .replace(
+            "/var/log/switchyard/access.log",
+            &dir.join("access.log").display().to_string(),
+        )
+        .replace(
+            "/run/switchyard/control.sock",
+            &dir.join("control.sock").display().to_string(),
+        )
 }
 
 /// The socket unit listens exactly where the packaged config does: systemd would
