@@ -21,6 +21,7 @@ pub mod reload;
 pub mod routing;
 pub mod sites;
 pub mod state;
+pub mod supervisor;
 pub mod takeover;
 pub mod tls;
 pub mod upgrade;
@@ -132,7 +133,7 @@ pub async fn run_with_ready(
         .watch
         .then(|| reload::watch_files(&files, &reloads))
         .flatten();
-    let mut sup = reload::Supervisor::new(shared.clone());
+    let mut sup = supervisor::Supervisor::new(shared.clone());
     for l in listeners.proxy {
         sup.start(l);
     }

@@ -10,19 +10,16 @@
 //! snapshot in one swap. Only then do accept loops start on new addresses and stop
 //! (draining) on removed ones.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::config::{self, Config, ReloadSettings};
 use crate::health::{Event, Events};
-use crate::proxy::{self, Shared};
+use crate::supervisor::Supervisor;
 
 /// What the admin API shows at `GET /config`.
 #[derive(Debug, Clone)]
@@ -93,66 +90,6 @@ impl Reloads {
     }
 }
 
-/// The accept loops, one per listening address.
-#[derive(Debug)]
-pub struct Supervisor {
-    shared: Arc<Shared>,
-    served: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
-    /// A duplicate of each listening socket, to hand to a new process on upgrade.
-    fds: HashMap<SocketAddr, std::os::fd::OwnedFd>,
-}
-
-impl Supervisor {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Supervisor {
-            shared,
-            served: HashMap::new(),
-            fds: HashMap::new(),
-        }
-    }
-
-    pub fn start(&mut self, l: TcpListener) {
-        let Ok(addr) = l.local_addr() else { return };
-        tracing::info!(%addr, "listening");
-        use std::os::fd::AsFd;
-        match l.as_fd().try_clone_to_owned() {
-            Ok(fd) => {
-                self.fds.insert(addr, fd);
-            }
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "cannot keep a copy of the socket; upgrades will rebind it")
-            }
-        }
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(proxy::serve(l, self.shared.clone(), rx));
-        self.served.insert(addr, (tx, task));
-    }
-
-    /// Stop accepting on `addr`; its connections drain in the background.
-    fn stop(&mut self, addr: SocketAddr) {
-        self.fds.remove(&addr);
-        if let Some((tx, task)) = self.served.remove(&addr) {
-            tracing::info!(%addr, "listener removed; draining its connections");
-            let _ = tx.send(true);
-            tokio::spawn(async move {
-                let _ = task.await;
-            });
-        }
-    }
-
-    /// Stop every accept loop and wait for their connections to drain.
-    pub async fn shutdown(mut self) {
-        self.fds.clear();
-        let all: Vec<_> = self.served.drain().collect();
-        for (_, (tx, _)) in &all {
-            let _ = tx.send(true);
-        }
-        for (_, (_, task)) in all {
-            let _ = task.await;
-        }
-    }
-}
-
 /// Everything the reload loop owns.
 #[derive(Debug)]
 pub struct Reloader {
@@ -208,7 +145,7 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
             }
             Trigger::Signal => reload(&path, &mut sup, &events).await,
             Trigger::Upgrade => {
-                let fds = handover_fds(&sup, &extra_fds);
+                let fds = sup.handover_fds(&extra_fds);
                 match crate::upgrade::handover(fds).await {
                     Ok(pid) => {
                         tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
@@ -221,7 +158,7 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             Trigger::Takeover(stream) => {
-                let fds = handover_fds(&sup, &extra_fds);
+                let fds = sup.handover_fds(&extra_fds);
                 let n = fds.len();
                 tracing::info!(sockets = n, "takeover: handing the listening sockets over");
                 match tokio::task::spawn_blocking(move || crate::takeover::give(stream, fds)).await
@@ -269,15 +206,6 @@ pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
     sup.shutdown().await;
 }
 
-/// Copies of every listening socket, for a new process to serve on.
-fn handover_fds(sup: &Supervisor, extra: &[std::os::fd::OwnedFd]) -> Vec<std::os::fd::OwnedFd> {
-    sup.fds
-        .values()
-        .chain(extra)
-        .filter_map(|fd| fd.try_clone().ok())
-        .collect()
-}
-
 /// Load, bind new listeners, publish, then start/stop accept loops.
 async fn reload(
     path: &Path,
@@ -295,11 +223,7 @@ async fn reload(
     let cfg: Config = loaded.map_err(|e| e.to_string())?;
     let wanted: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
     let mut fresh = Vec::new();
-    for l in cfg
-        .listeners
-        .iter()
-        .filter(|l| !sup.served.contains_key(&l.addr))
-    {
+    for l in cfg.listeners.iter().filter(|l| !sup.serves(l.addr)) {
         fresh.push(
             crate::listen::bind(l.addr, l.freebind)
                 .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?,
@@ -322,10 +246,9 @@ async fn reload(
         sup.start(l);
     }
     let gone: Vec<SocketAddr> = sup
-        .served
-        .keys()
+        .addrs()
+        .into_iter()
         .filter(|a| !wanted.contains(a))
-        .copied()
         .collect();
     for a in gone {
         sup.stop(a);
@@ -335,7 +258,7 @@ async fn reload(
 }
 
 fn record(reloads: &Reloads, sup: &Supervisor, outcome: Result<u64, String>) {
-    let snap = sup.shared.state.load();
+    let snap = sup.state();
     let Ok(mut st) = reloads.status.lock() else {
         return;
     };
