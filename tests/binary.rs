@@ -776,7 +776,7 @@ async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
 /// SIGTERM under a stream of new connections: each one is served or refused, none
 /// hangs, and the connections already queued when the listener closes are served.
 /// Only a handshake in flight at the very instant the socket closes can still be
-/// reset (the kernel has no way to refuse it then); a handful at most.
+/// reset (the kernel has no way to refuse it then): at most one per client loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_refuses_new_connections_at_once_and_serves_the_queued_ones() {
     let b = Backend::spawn("b").await;
@@ -833,7 +833,8 @@ async fn sigterm_under_load_refuses_new_connections_at_once_and_serves_the_queue
         bad.len()
     );
     assert!(
-        bad.len() <= 3 && bad.iter().all(|b| b.contains("reset")),
+        // At most one per loop: the connection each had in its handshake at that instant.
+        bad.len() <= 4 && bad.iter().all(|b| b.contains("reset")),
         "{bad:?}"
     );
 }
