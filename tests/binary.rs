@@ -626,12 +626,7 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
     })
     .await;
     assert_eq!(get(&format!("http://{addr}/before")).await.status, 200);
-    let l = log.clone();
-    eventually("the first line is written", || {
-        let l = l.clone();
-        async move { std::fs::read_to_string(&l).is_ok_and(|s| s.contains("/before")) }
-    })
-    .await;
+    file_gets("the first line is written", &log, "/before").await;
     std::fs::rename(&log, dir.join("access.log.1")).unwrap();
     signal(child.id(), "-USR1");
     let l = log.clone();
@@ -641,12 +636,7 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
     })
     .await;
     assert_eq!(get(&format!("http://{addr}/after")).await.status, 200);
-    let l = log.clone();
-    eventually("the next line goes to the new file", || {
-        let l = l.clone();
-        async move { std::fs::read_to_string(&l).is_ok_and(|s| s.contains("/after")) }
-    })
-    .await;
+    file_gets("the next line goes to the new file", &log, "/after").await;
     let old = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
     assert!(old.contains("/before") && !old.contains("/after"), "{old}");
 
@@ -860,4 +850,12 @@ async fn one_connection(addr: SocketAddr) -> String {
         Ok(Err(e)) => format!("read: {e}"),
         Err(_) => "timed out".into(),
     }
+}
+
+/// Wait (bounded) until the file at `path` contains `text`.
+async fn file_gets(what: &str, path: &std::path::Path, text: &str) {
+    eventually(what, || async {
+        std::fs::read_to_string(path).is_ok_and(|s| s.contains(text))
+    })
+    .await;
 }
