@@ -145,8 +145,9 @@ where
     let snap = shared.state.load();
     let tls = conn.scheme == "https";
     let busy = conn.busy.clone();
-    let (access, client) = (shared.access.clone(), conn.peer.ip());
     let conn = Arc::new(conn);
+    // For refused requests' log lines: two pointers, not the address itself.
+    let (access, me) = (shared.access.clone(), conn.clone());
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = shared.clone();
@@ -192,7 +193,7 @@ where
                 Ok(Ok(Some(r))) => r,
                 Err(_) => {
                     if let Some(head) = io.partial_head() {
-                        refused::log(access.as_deref(), client, 408, head);
+                        refused::log(access.as_deref(), me.peer.ip(), 408, head);
                     }
                     return;
                 }
@@ -205,7 +206,7 @@ where
                 io.set_park(false);
                 let svc = svc.clone();
                 let full = builder(&settings);
-                let access = access.clone();
+                let (access, me) = (access.clone(), me.clone());
                 return Box::pin(async move {
                     let c = full.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     tokio::pin!(c);
@@ -219,7 +220,7 @@ where
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "connection ended with error");
                         if let Some(status) = refused::status(&*e) {
-                            refused::log(access.as_deref(), client, status, b"");
+                            refused::log(access.as_deref(), me.peer.ip(), status, b"");
                         }
                     }
                 })
@@ -227,7 +228,7 @@ where
             }
             io.set_park(true);
             let svc = svc.clone();
-            let access = access.as_deref();
+            let (access, client) = (access.as_deref(), me.peer.ip());
             let back = Box::pin(async move {
                 let mut c = h1.serve_connection(TokioIo::new(io), svc);
                 let (ended, draining) = until_done(drain, |cx, shut| {
