@@ -19,11 +19,10 @@ like a browser's "Request Timed Out"), and reports completed.
 Needs gunicorn (pip install gunicorn) and haproxy (apt-get install -y haproxy).
 Everything binds 127.0.0.1 and every phase is bounded in time.
 """
-import argparse, asyncio, os, shutil, subprocess, sys, tempfile, time
+import asyncio, os, shutil, subprocess, tempfile, time
 
-from run import stop_all, wait_port  # the side-by-side suite's, beside this file
+from run import bench_args, start_switchyard_with, stop_all, wait_port  # the side-by-side suite's, beside this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP, BARE, CLASSED, HAPROXY = 19381, 19382, 19383, 19384
 REPORT = "/api/method/frappe.desk.query_report.run?report_name=Stock%20Balance"
 GIVE_UP = 10.0
@@ -45,16 +44,7 @@ def switchyard_conf(tmp, binary, port, workers, classes):
     if classes:
         limits = (f"max_connections = {workers}\nqueue_size = 1000\nqueue_timeout = \"30s\"\n"
                   f"[pools.app.classes.report]\nmax_connections = {workers - 1}\npriority = -10\n")
-    conf = os.path.join(tmp, f"sy-{port}.toml")
-    open(conf, "w").write(f"""
-[[listeners]]
-addr = "127.0.0.1:{port}"
-[log]
-access_log = "off"
-[admin]
-enabled = false
-[reload]
-watch = false
+    return start_switchyard_with(tmp, binary, port, f"""
 [pools.app]
 servers = ["127.0.0.1:{APP}"]
 read_timeout = "60s"
@@ -67,8 +57,7 @@ match.path_prefix = "/api/method/frappe.desk.query_report.run"
 [[routes]]
 name = "default"
 pool = "app"
-""")
-    return subprocess.Popen([binary, "--config", conf, "--log-level", "error"])
+""", name=f"sy-{port}")
 
 
 def haproxy(tmp, workers):
@@ -129,14 +118,8 @@ async def storm(port, seconds, reports_clients):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/switchyard"))
-    a = ap.parse_args()
-    for tool in ("gunicorn", "haproxy"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found: pip install gunicorn; apt-get install -y haproxy")
+    a = bench_args(20, ("gunicorn", "haproxy"), "pip install gunicorn; apt-get install -y haproxy",
+                   [("--workers", 4)])
     tmp = tempfile.mkdtemp(prefix="switchyard-classes-")
     open(os.path.join(tmp, "app.py"), "w").write(WSGI)
     procs = [subprocess.Popen(["gunicorn", "-w", str(a.workers), "-b", f"127.0.0.1:{APP}",

@@ -33,6 +33,32 @@ def wait_port(port, timeout=10.0):
     raise SystemExit(f"port {port} never opened")
 
 
+def start_switchyard_with(tmp, binary, port, body, name="switchyard", workers=None):
+    """A switchyard for a benchmark: one listener on `port`, no access log, admin API
+    or file watcher; `body` is the rest of the config (pools, routes)."""
+    conf = os.path.join(tmp, f"{name}.toml")
+    runtime = f"[runtime]\nworkers = {workers}\n" if workers else ""
+    open(conf, "w").write(
+        f'[[listeners]]\naddr = "127.0.0.1:{port}"\n{runtime}[log]\naccess_log = "off"\n'
+        f"[admin]\nenabled = false\n[reload]\nwatch = false\n{body}")
+    return subprocess.Popen([binary, "--config", conf, "--log-level", "error"])
+
+
+def bench_args(duration, tools, hint, more=()):
+    """The scripts' common arguments (--duration, --bin, and `more` as (flag, default)),
+    after checking that `tools` are installed (`hint` says how)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=duration)
+    for flag, default in more:
+        ap.add_argument(flag, type=int, default=default)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/switchyard"))
+    a = ap.parse_args()
+    for tool in tools:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: {hint}")
+    return a
+
+
 def stop_all(procs):
     """Terminate the processes a run started, then kill what does not exit in 5 s."""
     for p in procs:

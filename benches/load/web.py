@@ -19,11 +19,10 @@ For each: requests/s, p99, and the proxy's CPU time per request (user + system, 
 Needs wrk and nginx (apt-get install -y wrk nginx-light). Everything binds 127.0.0.1
 and every phase is bounded in time.
 """
-import argparse, asyncio, os, re, shutil, subprocess, sys, tempfile, urllib.request
+import asyncio, os, re, shutil, subprocess, sys, tempfile, urllib.request
 
-from run import stop_all, wait_port  # the side-by-side suite's, beside this file
+from run import bench_args, start_switchyard_with, stop_all, wait_port  # the side-by-side suite's, beside this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND, NGINX, SWITCHYARD = 19281, 19282, 19283
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,18 +76,7 @@ http {{
 
 
 def start_switchyard(tmp, binary, files):
-    conf = os.path.join(tmp, "switchyard.toml")
-    open(conf, "w").write(f"""
-[[listeners]]
-addr = "127.0.0.1:{SWITCHYARD}"
-[runtime]
-workers = 1
-[log]
-access_log = "off"
-[admin]
-enabled = false
-[reload]
-watch = false
+    return start_switchyard_with(tmp, binary, SWITCHYARD, f"""
 [compression]
 level = 5
 min_length = 256
@@ -101,8 +89,7 @@ root = "{files}"
 [[routes]]
 name = "app"
 pool = "app"
-""")
-    return subprocess.Popen([binary, "--config", conf, "--log-level", "error"])
+""", workers=1)
 
 
 def cpu_seconds(pid):
@@ -152,13 +139,7 @@ def main():
     if len(sys.argv) > 2 and sys.argv[1] == "backend":
         asyncio.run(backend(int(sys.argv[2])))
         return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/switchyard"))
-    a = ap.parse_args()
-    for tool in ("wrk", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found: apt-get install -y wrk nginx-light")
+    a = bench_args(10, ("wrk", "nginx"), "apt-get install -y wrk nginx-light")
     tmp = tempfile.mkdtemp(prefix="switchyard-web-")
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
     files = os.path.join(tmp, "files")

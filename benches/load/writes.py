@@ -19,11 +19,10 @@ upstream connections each proxy opened.
 Needs wrk and nginx (apt-get install -y wrk nginx-light). Everything binds 127.0.0.1
 and every phase is bounded in time.
 """
-import argparse, asyncio, os, random, re, shutil, socket, subprocess, sys, tempfile, time
+import asyncio, os, random, re, shutil, socket, subprocess, sys, tempfile, time
 
-from run import stop_all, wait_port  # the side-by-side suite's, beside this file
+from run import bench_args, start_switchyard_with, stop_all, wait_port  # the side-by-side suite's, beside this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND, NGINX, SWITCHYARD = 19181, 19182, 19183
 IDLE_CLOSE = 2.0
 
@@ -81,25 +80,13 @@ http {{
 
 
 def start_switchyard(tmp, binary):
-    conf = os.path.join(tmp, "switchyard.toml")
-    open(conf, "w").write(f"""
-[[listeners]]
-addr = "127.0.0.1:{SWITCHYARD}"
-[runtime]
-workers = 1
-[log]
-access_log = "off"
-[admin]
-enabled = false
-[reload]
-watch = false
+    return start_switchyard_with(tmp, binary, SWITCHYARD, f"""
 [pools.app]
 servers = ["127.0.0.1:{BACKEND}"]
 [[routes]]
 name = "all"
 pool = "app"
-""")
-    return subprocess.Popen([binary, "--config", conf, "--log-level", "error"])
+""", workers=1)
 
 
 def wrk(port, duration, tmp, method="POST"):
@@ -150,14 +137,7 @@ def main():
     if len(sys.argv) > 2 and sys.argv[1] == "backend":
         asyncio.run(backend(int(sys.argv[2])))
         return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--race", type=int, default=20)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/switchyard"))
-    a = ap.parse_args()
-    for tool in ("wrk", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found: apt-get install -y wrk nginx-light")
+    a = bench_args(10, ("wrk", "nginx"), "apt-get install -y wrk nginx-light", [("--race", 20)])
     tmp = tempfile.mkdtemp(prefix="switchyard-writes-")
     procs = [subprocess.Popen([sys.executable, __file__, "backend", str(BACKEND)])]
     try:
