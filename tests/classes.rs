@@ -32,30 +32,8 @@ async fn app(workers: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) 
 }
 
 async fn serve(mut s: TcpStream, sem: Arc<Semaphore>, order: Arc<Mutex<Vec<String>>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let len: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + 4 + len {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..end + 4 + len);
+    let mut pending = Vec::new();
+    while let Some((head, _)) = support::read_message(&mut s, &mut pending).await {
         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
         let Ok(_worker) = sem.acquire().await else {
             return;
@@ -69,13 +47,17 @@ async fn serve(mut s: TcpStream, sem: Arc<Semaphore>, order: Arc<Mutex<Vec<Strin
             5
         };
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .is_err()
-        {
+        if !answer_ok(&mut s).await {
             return;
         }
     }
+}
+
+/// A `200 ok` answer; false when the connection is gone.
+async fn answer_ok(s: &mut TcpStream) -> bool {
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .await
+        .is_ok()
 }
 
 fn config(app: std::net::SocketAddr, classes: bool) -> String {
@@ -243,10 +225,7 @@ async fn the_adaptive_limit_follows_latency_and_is_visible() {
                         1
                     };
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
+                    if !answer_ok(&mut s).await {
                         return;
                     }
                 }
