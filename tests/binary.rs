@@ -50,6 +50,20 @@ mod tempfile_path {
     }
 }
 
+/// One listener on `addr` sending everything to `backend`, no access log, the admin
+/// API on `admin` (or off); `extra` (whole TOML sections) goes first.
+fn proxy_config(
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    backend: impl std::fmt::Display,
+    extra: &str,
+) -> tempfile_path::TempPath {
+    let admin = admin.map_or("enabled = false".to_owned(), |a| format!("addr = \"{a}\""));
+    write_config(&format!(
+        "{extra}[[listeners]]\naddr = \"{addr}\"\n[admin]\n{admin}\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+    ))
+}
+
 /// The binary on `cfg`, warnings and errors to the test's stderr.
 fn spawn_bin(cfg: &std::path::Path) -> Child {
     Command::new(BIN)
@@ -421,10 +435,7 @@ async fn fresh_request(addr: SocketAddr) -> bool {
 async fn upgrade_handover_loses_no_connection() {
     let b = Backend::spawn("b").await;
     let (addr, admin) = (free_port(), free_port());
-    let cfg = write_config(&format!(
-        "[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ));
+    let cfg = proxy_config(addr, Some(admin), b.addr, "");
     let mut old = spawn_bin(cfg.path());
     eventually(
         "old process serves",
@@ -485,11 +496,8 @@ async fn a_second_instance_is_refused_unless_it_takes_over_and_takeover_loses_no
     let dir = std::env::temp_dir().join(format!("sy-takeover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sock = dir.join("control.sock");
-    let cfg = write_config(&format!(
-        "[runtime]\ncontrol_socket = \"{}\"\n[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        sock.display(),
-        b.addr
-    ));
+    let runtime = format!("[runtime]\ncontrol_socket = \"{}\"\n", sock.display());
+    let cfg = proxy_config(addr, Some(admin), b.addr, &runtime);
     let mut first = spawn_bin(cfg.path());
     eventually("first serves", || async move { fresh_request(addr).await }).await;
     let first_pid = admin_pid(admin).await.expect("first answers on admin");
@@ -689,10 +697,12 @@ async fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
 async fn lame_duck_fails_health_first_then_stops_listening() {
     let b = Backend::spawn("b").await;
     let (addr, admin) = (free_port(), free_port());
-    let cfg = write_config(&format!(
-        "[server]\nlame_duck = \"600ms\"\n[[listeners]]\naddr = \"{addr}\"\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ));
+    let cfg = proxy_config(
+        addr,
+        Some(admin),
+        b.addr,
+        "[server]\nlame_duck = \"600ms\"\n",
+    );
     let mut child = spawn_bin(cfg.path());
     let live = format!("http://{admin}/health/live");
     eventually("live", || async {
@@ -733,9 +743,7 @@ async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
     let stray = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stray_addr = stray.local_addr().unwrap();
     let addr = free_port();
-    let cfg = write_config(&format!(
-        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    ));
+    let cfg = proxy_config(addr, None, "127.0.0.1:9", "");
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(cfg.path())
@@ -771,10 +779,7 @@ async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
 async fn sigterm_under_load_refuses_new_connections_at_once_and_serves_the_queued_ones() {
     let b = Backend::spawn("b").await;
     let addr = free_port();
-    let cfg = write_config(&format!(
-        "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ));
+    let cfg = proxy_config(addr, None, b.addr, "");
     let mut child = spawn_bin(cfg.path());
     eventually("serves", || async move { fresh_request(addr).await }).await;
     let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -326,11 +326,11 @@ fn bad_benches_are_refused_naming_the_file_and_writing_nothing() {
     );
 
     copy_tree(Path::new("tests/fixtures/frappe-bench"), &dir);
-    std::fs::write(
-        dir.join("sites/hr.test/site_config.json"),
+    put(
+        &dir,
+        "sites/hr.test/site_config.json",
         "{\"db_name\": \"_hr\",",
-    )
-    .unwrap();
+    );
     let (code, _, err) = generate(&dir);
     assert_eq!(code, 64);
     assert!(
@@ -338,16 +338,16 @@ fn bad_benches_are_refused_naming_the_file_and_writing_nothing() {
         "{err}"
     );
 
-    std::fs::write(
-        dir.join("sites/hr.test/site_config.json"),
+    put(
+        &dir,
+        "sites/hr.test/site_config.json",
         "{\"nginx_port\": 8001}",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("sites/erp.test/site_config.json"),
+    );
+    put(
+        &dir,
+        "sites/erp.test/site_config.json",
         "{\"nginx_port\": 8001}",
-    )
-    .unwrap();
+    );
     std::fs::write(dir.join("sites/common_site_config.json"), "{}").unwrap();
     let (code, _, err) = generate(&dir);
     assert_eq!(code, 64);
@@ -375,16 +375,16 @@ fn per_site_ports_pin_each_listener_to_its_site() {
     let dir = std::env::temp_dir().join(format!("sy-bench-ports-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     copy_tree(Path::new("tests/fixtures/frappe-bench"), &dir);
-    std::fs::write(
-        dir.join("sites/common_site_config.json"),
+    put(
+        &dir,
+        "sites/common_site_config.json",
         "{\"webserver_port\": 8005}",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("sites/hr.test/site_config.json"),
+    );
+    put(
+        &dir,
+        "sites/hr.test/site_config.json",
         "{\"nginx_port\": 8080}",
-    )
-    .unwrap();
+    );
     let (code, text, err) = run(&["frappe-bench", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -409,11 +409,11 @@ fn a_wildcard_certificate_covers_the_sites_under_its_domain() {
     let certs = dir.join("certs");
     cert(&certs, "wild", &["*.erp.test"]);
     std::fs::create_dir_all(dir.join("sites/a.erp.test")).unwrap();
-    std::fs::write(
-        dir.join("sites/a.erp.test/site_config.json"),
+    put(
+        &dir,
+        "sites/a.erp.test/site_config.json",
         "{\"db_name\": \"_a\"}",
-    )
-    .unwrap();
+    );
     let common = format!(
         "{{\"dns_multitenant\": true, \"wildcard\": {{\"domain\": \"*.erp.test\", \"ssl_certificate\": \"{0}/wild.pem\", \"ssl_certificate_key\": \"{0}/wild.key\"}}}}",
         certs.display()
@@ -439,4 +439,9 @@ fn a_wildcard_certificate_covers_the_sites_under_its_domain() {
     let (code, _, err) = run(&["--config", out.to_str().unwrap(), "--check"]);
     assert_eq!(code, 0, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Write `text` to `rel` under the bench copy `dir`.
+fn put(dir: &Path, rel: &str, text: &str) {
+    std::fs::write(dir.join(rel), text).unwrap();
 }

@@ -48,7 +48,7 @@ impl Family<'_> {
         let name = self.name;
         out.push_str(&format!("# HELP {name}{total} {}\n", self.help));
         out.push_str(&format!("# TYPE {name}{total} {}\n", self.kind));
-        self.series.sort_by_key(|s| sort_key(s));
+        self.series.sort_by_cached_key(|s| sort_key(s));
         for s in &self.series {
             out.push_str(s);
             out.push('\n');
