@@ -412,23 +412,7 @@ async fn admin_pid(admin: SocketAddr) -> Option<u32> {
 /// One request on a new connection (`Connection: close`), so every request goes
 /// through the listening socket's accept queue.
 async fn fresh_request(addr: SocketAddr) -> bool {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await
-    else {
-        return false;
-    };
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = Vec::new();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await,
-        Ok(Ok(_))
-    ) && out.starts_with(b"HTTP/1.1 200")
+    one_connection(addr).await == "ok"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,10 +821,14 @@ async fn sigterm_under_load_refuses_new_connections_at_once_and_serves_the_queue
 /// One request on a new connection: "ok", "refused", or what went wrong.
 async fn one_connection(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = match tokio::net::TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return "refused".into(),
-        Err(e) => return format!("connect: {e}"),
+    let limit = Duration::from_secs(5);
+    let mut s = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return "refused".into();
+        }
+        Ok(Err(e)) => return format!("connect: {e}"),
+        Err(_) => return "connect timed out".into(),
     };
     if let Err(e) = s
         .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -849,7 +837,7 @@ async fn one_connection(addr: SocketAddr) -> String {
         return format!("write: {e}");
     }
     let mut out = Vec::new();
-    match tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await {
+    match tokio::time::timeout(limit, s.read_to_end(&mut out)).await {
         Ok(Ok(_)) if out.starts_with(b"HTTP/1.1 200") => "ok".into(),
         Ok(Ok(_)) => format!("answer: {:?}", String::from_utf8_lossy(&out)),
         Ok(Err(e)) => format!("read: {e}"),
