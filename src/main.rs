@@ -119,34 +119,9 @@ fn main() -> ExitCode {
     if let Some(cmd) = args.command.take() {
         return frappe_bench(cmd);
     }
-    if let Some(l) = &args.log_level
-        && let Err(e) = check_level(l)
-    {
-        eprintln!("switchyard: {e}");
-        return ExitCode::from(64);
+    if let Err(code) = init_logging(&args) {
+        return code;
     }
-    let filter = match &args.log_level {
-        Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
-    };
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("switchyard: bad log filter: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    // Colour only for a person at a terminal: journald and files get plain text.
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
-
     let config = match switchyard::config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -158,36 +133,7 @@ fn main() -> ExitCode {
         print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    // One worker runs on the current thread: no cross-thread scheduler at all.
-    let mut builder = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.workers);
-        b
-    };
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("switchyard: cannot start runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut taken = args.takeover.then(|| take_over(&config)).flatten();
-    let sockets = taken
-        .as_mut()
-        .map(|t| std::mem::take(&mut t.sockets))
-        .unwrap_or_default();
-    let result = rt.block_on(async {
-        let mut listeners = switchyard::bind_taking(&config, sockets).await?;
-        listeners.took_over = taken.is_some();
-        let ready = move || {
-            if let Some(t) = taken {
-                std::thread::spawn(move || t.ready());
-            }
-        };
-        switchyard::run_with_ready(listeners, config, shutdown_signal(), ready).await
-    });
+    let result = serve(&args, config);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -198,14 +144,75 @@ fn main() -> ExitCode {
     }
 }
 
+/// tracing to stderr, at `--log-level` (or `RUST_LOG`, else `info`); exit 64 on a bad level.
+fn init_logging(args: &Args) -> Result<(), ExitCode> {
+    if let Some(l) = &args.log_level
+        && let Err(e) = check_level(l)
+    {
+        eprintln!("switchyard: {e}");
+        return Err(ExitCode::from(64));
+    }
+    let filter = match &args.log_level {
+        Some(l) => EnvFilter::try_new(l),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    };
+    let filter = filter.map_err(|e| {
+        eprintln!("switchyard: bad log filter: {e}");
+        ExitCode::from(64)
+    })?;
+    // Colour only for a person at a terminal: journald and files get plain text.
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    Ok(())
+}
+
+/// Bind (or take over) the listeners and serve on a runtime of `workers` threads
+/// until a stop signal.
+fn serve(args: &Args, config: switchyard::config::Config) -> std::io::Result<()> {
+    // One worker runs on the current thread: no cross-thread scheduler at all.
+    let mut builder = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.workers);
+        b
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .map_err(|e| std::io::Error::other(format!("cannot start runtime: {e}")))?;
+    let mut taken = args.takeover.then(|| take_over(&config)).flatten();
+    let sockets = taken
+        .as_mut()
+        .map(|t| std::mem::take(&mut t.sockets))
+        .unwrap_or_default();
+    rt.block_on(async {
+        let mut listeners = switchyard::bind_taking(&config, sockets).await?;
+        listeners.took_over = taken.is_some();
+        let ready = move || {
+            if let Some(t) = taken {
+                std::thread::spawn(move || t.ready());
+            }
+        };
+        switchyard::run_with_ready(listeners, config, shutdown_signal(), ready).await
+    })
+}
+
 /// `--takeover`: the running process's sockets, or `None` (a warning) when no process
 /// answers, so that this one binds the ports itself.
-fn take_over(config: &switchyard::config::Config) -> Option<switchyard::takeover::Taken> {
+fn take_over(config: &switchyard::config::Config) -> Option<switchyard::process::takeover::Taken> {
     let Some(path) = &config.control_socket else {
         tracing::warn!("--takeover: no [runtime] control_socket in the config; binding the ports");
         return None;
     };
-    match switchyard::takeover::request(path) {
+    match switchyard::process::takeover::request(path) {
         Ok(t) => {
             tracing::info!(sockets = t.sockets.len(), path = %path.display(), "took the listening sockets over");
             Some(t)

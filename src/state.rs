@@ -11,7 +11,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use crate::config::{Config, ServerSettings};
+use crate::config::{Config, Listener, ServerSettings};
+use crate::host_limit::HostLimit;
 use crate::metrics::{Metrics, Prepared};
 use crate::routing::RouteTable;
 use crate::upstream::{EndpointStats, Pool, PoolView};
@@ -28,23 +29,41 @@ pub struct ListenerInfo {
     /// Largest request body; `None` = no limit.
     pub max_body_size: Option<u64>,
     /// Pages for errors the proxy generates.
-    pub error_pages: Vec<crate::config::ErrorPage>,
-    /// Added to every response after the route's (see `proxy::filters`).
+    pub error_pages: Vec<crate::routing::ErrorPage>,
+    /// Added to every response after the route's (see `proxy::respond::filters`).
     pub add_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub response_headers_always: bool,
     /// The site pinned to this listener.
     pub site: Option<Arc<str>>,
     /// `max_requests_per_host`'s counters.
-    pub host_limit: Option<Arc<crate::proxy::HostLimit>>,
+    pub host_limit: Option<Arc<HostLimit>>,
+}
+
+impl ListenerInfo {
+    fn new(l: &Listener) -> Self {
+        ListenerInfo {
+            name: l.name.clone(),
+            addr: l.addr,
+            tls: l.tls.clone(),
+            redirect_https: l.redirect_https,
+            trusted_proxies: l.trusted_proxies.clone(),
+            max_body_size: l.max_body_size,
+            error_pages: l.error_pages.clone(),
+            add_response_headers: l.add_response_headers.clone(),
+            response_headers_always: l.response_headers_always,
+            site: l.site.clone(),
+            host_limit: l.max_requests_per_host.map(HostLimit::new),
+        }
+    }
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub struct StatsTable {
     stats: HashMap<(Arc<str>, SocketAddr), Arc<EndpointStats>>,
 }
 
-impl Registry {
+impl StatsTable {
     pub fn stats_for(&mut self, pool: &Arc<str>, addr: SocketAddr) -> Arc<EndpointStats> {
         self.stats.entry((pool.clone(), addr)).or_default().clone()
     }
@@ -76,7 +95,7 @@ impl Snapshot {
     pub fn build(
         config: &Config,
         generation: u64,
-        registry: &mut Registry,
+        stats: &mut StatsTable,
         metrics: Arc<Metrics>,
         previous: Option<&Snapshot>,
     ) -> Self {
@@ -86,48 +105,17 @@ impl Snapshot {
             .enumerate()
             .map(|(i, p)| {
                 let prev = previous.and_then(|s| s.pools.iter().find(|q| q.name == p.name));
-                Pool::new(i, p, &mut |addr| registry.stats_for(&p.name, addr), prev)
+                Pool::new(i, p, &mut |addr| stats.stats_for(&p.name, addr), prev)
             })
             .collect();
-        let views = pools
-            .iter()
-            .map(|p| {
-                PoolView::new(
-                    p.cfg.balance,
-                    p.endpoints
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| (i, e.weight))
-                        .collect(),
-                    &p.endpoints,
-                )
-            })
-            .collect();
+        let views = pools.iter().map(full_view).collect();
         let prepared = Arc::new(metrics.prepare(config));
         Snapshot {
             generation,
             routes: Arc::new(RouteTable::new(config.routes.clone())),
             pools: Arc::new(pools),
             views,
-            listeners: Arc::new(
-                config
-                    .listeners
-                    .iter()
-                    .map(|l| ListenerInfo {
-                        name: l.name.clone(),
-                        addr: l.addr,
-                        tls: l.tls.clone(),
-                        redirect_https: l.redirect_https,
-                        trusted_proxies: l.trusted_proxies.clone(),
-                        max_body_size: l.max_body_size,
-                        error_pages: l.error_pages.clone(),
-                        add_response_headers: l.add_response_headers.clone(),
-                        response_headers_always: l.response_headers_always,
-                        site: l.site.clone(),
-                        host_limit: l.max_requests_per_host.map(crate::proxy::HostLimit::new),
-                    })
-                    .collect(),
-            ),
+            listeners: Arc::new(config.listeners.iter().map(ListenerInfo::new).collect()),
             server: config.server.clone(),
             metrics,
             prepared,
@@ -167,6 +155,16 @@ impl Snapshot {
             .position(|l| l.addr == addr)
             .unwrap_or(usize::MAX)
     }
+}
+
+/// Every server of `pool` eligible, at its full weight.
+fn full_view(pool: &Pool) -> PoolView {
+    let weights = pool
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, e.weight));
+    PoolView::new(pool.cfg.balance, weights.collect(), &pool.endpoints)
 }
 
 /// The one published snapshot. Readers `load()` without locking; one writer stores.

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use switchyard::proxy::framing::Framer;
+use switchyard::proxy::serve::framing::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CASES: usize = 5000;

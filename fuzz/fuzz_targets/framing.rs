@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use switchyard::proxy::framing::Framer;
+use switchyard::proxy::serve::framing::Framer;
 
 const REFUSE: &[u8] = b"\0\r\n\r\n";
 

@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::check::Check;
 use super::file::FileConfig;
-use super::validate::Ctx;
 use super::{ClassRule, PoolConfig};
 use crate::routing::Route;
 
 /// Number the classes, point each route at its own and give each pool a rule per class.
 /// Returns the class names (index 0 is `default`) and the warnings.
 pub(super) fn resolve(
-    cx: &mut Ctx<'_>,
+    cx: &mut Check<'_>,
     file: &FileConfig,
     pools: &mut [PoolConfig],
     routes: &mut [Route],

@@ -6,13 +6,17 @@
 //! named constants below. `main` (`--check`, start-up) and later reloads call the same
 //! [`load`].
 
+mod check;
 mod classes;
 mod error;
 mod file;
+mod listeners;
 mod pages;
 mod pools;
 mod sections;
+mod settings;
 mod summary;
+mod upstream_tls;
 mod validate;
 mod web;
 
@@ -25,10 +29,9 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{AccessFormat, Balance};
-pub use pages::ErrorPage;
 pub use web::{CompressionSettings, DEFAULT_TYPES};
 
-use crate::routing::Route;
+use crate::routing::{ErrorPage, Route};
 
 /// Time to receive a request's header section, counted from the end of the previous
 /// response on a keep-alive connection: nginx's `keepalive_timeout` and

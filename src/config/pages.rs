@@ -3,26 +3,16 @@
 //! time, so a missing file is a config error and the request path never touches disk.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
+use super::check::{Check, relative};
 use super::file::SpanStr;
-use super::validate::{Ctx, relative};
-
-/// One error page, loaded.
-#[derive(Debug, Clone)]
-pub struct ErrorPage {
-    pub status: StatusCode,
-    pub body: Bytes,
-    pub content_type: HeaderValue,
-    /// The file, watched so an edit is picked up.
-    pub path: PathBuf,
-}
+use crate::routing::ErrorPage;
 
 /// Validate and load `{ "502" = "path", ... }`; paths are relative to the config file.
-pub(super) fn load(cx: &mut Ctx<'_>, pages: &BTreeMap<SpanStr, SpanStr>) -> Vec<ErrorPage> {
+pub(super) fn load(cx: &mut Check<'_>, pages: &BTreeMap<SpanStr, SpanStr>) -> Vec<ErrorPage> {
     let mut out = Vec::new();
     for (code, file) in pages {
         let status = code

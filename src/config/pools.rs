@@ -3,18 +3,18 @@
 //! sharing its error collector.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::file::{FileConfig, FilePool, SpanStr};
-use super::validate::{Ctx, relative};
+use super::check::Check;
+use super::file::{FileConfig, FileHealth, FilePool, SpanStr};
 use super::*;
 
 pub(super) fn pool(
-    cx: &mut Ctx<'_>,
+    cx: &mut Check<'_>,
     name: &SpanStr,
     p: &Spanned<FilePool>,
     names: &[&str],
@@ -30,6 +30,45 @@ pub(super) fn pool(
             ),
         );
     }
+    let servers = servers(cx, name, p);
+    PoolConfig {
+        name: name.get_ref().as_str().into(),
+        servers,
+        balance: p.balance,
+        connect_timeout: cx.duration(
+            &p.connect_timeout,
+            "connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        read_timeout: cx.duration(&p.read_timeout, "read_timeout", DEFAULT_READ_TIMEOUT),
+        idle_timeout: cx.duration(&p.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        keepalive: p.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+        fallback: fallback(cx, p, names),
+        health: p.health.as_ref().map(|h| health(cx, h)),
+        passive: passive(cx, &p.passive),
+        retry: retry(cx, &p.retry),
+        slow_start: p
+            .slow_start
+            .as_ref()
+            .map(|_| cx.duration(&p.slow_start, "slow_start", Duration::ZERO)),
+        hash_key: hash_key(cx, p),
+        max_connections: max_connections(cx, p),
+        queue_timeout: cx.duration(&p.queue_timeout, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+        tls: p
+            .tls
+            .as_ref()
+            .and_then(|t| super::upstream_tls::upstream_tls(cx, t)),
+        upstream_h2: p.upstream_h2.unwrap_or(false),
+        queue_size: p.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        adaptive: adaptive(cx, p),
+        aging: cx.duration(&p.aging, "aging", DEFAULT_AGING),
+        // Filled in once the routes' classes are known (`classes.rs`).
+        classes: Vec::new(),
+    }
+}
+
+/// The pool's `servers`: weights in range, addresses resolved (once, at load), none twice.
+fn servers(cx: &mut Check<'_>, name: &SpanStr, p: &FilePool) -> Vec<ServerConfig> {
     let mut servers = Vec::new();
     for s in &p.servers {
         let entry = s.get_ref();
@@ -58,76 +97,75 @@ pub(super) fn pool(
             None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve{hint}", entry.addr)),
         }
     }
-    PoolConfig {
-        name: name.get_ref().as_str().into(),
-        servers,
-        balance: p.balance,
-        connect_timeout: cx.duration(
-            &p.connect_timeout,
-            "connect_timeout",
-            DEFAULT_CONNECT_TIMEOUT,
+    servers
+}
+
+/// The index of the pool's `fallback`, which must be defined.
+fn fallback(cx: &mut Check<'_>, p: &FilePool, names: &[&str]) -> Option<usize> {
+    let f = p.fallback.as_ref()?;
+    let idx = names.iter().position(|n| *n == f.get_ref());
+    if idx.is_none() {
+        cx.err(
+            f.span(),
+            format!(
+                "fallback pool `{}` is not defined; defined pools: {}",
+                f.get_ref(),
+                names.join(", ")
+            ),
+        );
+    }
+    idx
+}
+
+/// `[pools.NAME.passive]`: ejection on consecutive failures or 5xx answers.
+fn passive(cx: &mut Check<'_>, p: &super::file::FilePassive) -> Passive {
+    Passive {
+        eject_after: p.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
+        eject_after_5xx: p.eject_after_5xx.unwrap_or(0),
+        ejection_time: cx.duration(&p.ejection_time, "ejection_time", DEFAULT_EJECTION_TIME),
+        max_ejection_time: cx.duration(
+            &p.max_ejection_time,
+            "max_ejection_time",
+            DEFAULT_MAX_EJECTION_TIME,
         ),
-        read_timeout: cx.duration(&p.read_timeout, "read_timeout", DEFAULT_READ_TIMEOUT),
-        idle_timeout: cx.duration(&p.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
-        keepalive: p.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
-        fallback: p.fallback.as_ref().and_then(|f| {
-            let idx = names.iter().position(|n| *n == f.get_ref());
-            if idx.is_none() {
-                cx.err(
-                    f.span(),
-                    format!(
-                        "fallback pool `{}` is not defined; defined pools: {}",
-                        f.get_ref(),
-                        names.join(", ")
-                    ),
-                );
-            }
-            idx
-        }),
-        health: p.health.as_ref().map(|h| health(cx, h)),
-        passive: Passive {
-            eject_after: p.passive.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
-            eject_after_5xx: p.passive.eject_after_5xx.unwrap_or(0),
-            ejection_time: cx.duration(
-                &p.passive.ejection_time,
-                "ejection_time",
-                DEFAULT_EJECTION_TIME,
-            ),
-            max_ejection_time: cx.duration(
-                &p.passive.max_ejection_time,
-                "max_ejection_time",
-                DEFAULT_MAX_EJECTION_TIME,
-            ),
-        },
-        retry: retry(cx, &p.retry),
-        slow_start: p
-            .slow_start
-            .as_ref()
-            .map(|_| cx.duration(&p.slow_start, "slow_start", Duration::ZERO)),
-        hash_key: hash_key(cx, p),
-        max_connections: p.max_connections.as_ref().and_then(|m| {
-            if *m.get_ref() == 0 {
-                cx.err(
-                    m.span(),
-                    "`max_connections` must be at least 1 (leave it out for no limit)",
-                );
-            }
-            Some(*m.get_ref()).filter(|n| *n > 0)
-        }),
-        queue_timeout: cx.duration(&p.queue_timeout, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
-        tls: p.tls.as_ref().and_then(|t| upstream_tls(cx, t)),
-        upstream_h2: p.upstream_h2.unwrap_or(false),
-        queue_size: p.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
-        adaptive: adaptive(cx, p),
-        aging: cx.duration(&p.aging, "aging", DEFAULT_AGING),
-        // Filled in once the routes' classes are known (`classes.rs`).
-        classes: Vec::new(),
     }
 }
 
-fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck {
+/// `max_connections` per server: at least 1, or left out for no limit.
+fn max_connections(cx: &mut Check<'_>, p: &FilePool) -> Option<usize> {
+    let m = p.max_connections.as_ref()?;
+    if *m.get_ref() == 0 {
+        cx.err(
+            m.span(),
+            "`max_connections` must be at least 1 (leave it out for no limit)",
+        );
+    }
+    Some(*m.get_ref()).filter(|n| *n > 0)
+}
+
+/// `[pools.NAME.health]`: the probe's request and what counts as a pass.
+fn health(cx: &mut Check<'_>, h: &Spanned<FileHealth>) -> HealthCheck {
     let h = h.get_ref();
-    let method = match &h.method {
+    HealthCheck {
+        method: probe_method(cx, h),
+        path: probe_path(cx, h),
+        host: probe_host(cx, h),
+        interval: cx.duration(&h.interval, "interval", DEFAULT_HEALTH_INTERVAL),
+        timeout: cx.duration(&h.timeout, "timeout", DEFAULT_HEALTH_TIMEOUT),
+        healthy_after: count(cx, &h.healthy_after, "healthy_after", DEFAULT_HEALTHY_AFTER),
+        unhealthy_after: count(
+            cx,
+            &h.unhealthy_after,
+            "unhealthy_after",
+            DEFAULT_UNHEALTHY_AFTER,
+        ),
+        expect_status: expect_status(cx, h),
+        body_contains: h.body_contains.clone(),
+    }
+}
+
+fn probe_method(cx: &mut Check<'_>, h: &FileHealth) -> Method {
+    match &h.method {
         None => Method::GET,
         Some(m) => {
             Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).unwrap_or_else(|_| {
@@ -135,8 +173,11 @@ fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck
                 Method::GET
             })
         }
-    };
-    let path = match &h.path {
+    }
+}
+
+fn probe_path(cx: &mut Check<'_>, h: &FileHealth) -> http::uri::PathAndQuery {
+    match &h.path {
         None => http::uri::PathAndQuery::from_static("/"),
         Some(p) => match p.get_ref().parse::<http::uri::PathAndQuery>() {
             Ok(pq) if p.get_ref().starts_with('/') => pq,
@@ -145,8 +186,11 @@ fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck
                 http::uri::PathAndQuery::from_static("/")
             }
         },
-    };
-    let host = h.host.as_ref().and_then(|v| {
+    }
+}
+
+fn probe_host(cx: &mut Check<'_>, h: &FileHealth) -> Option<http::HeaderValue> {
+    h.host.as_ref().and_then(|v| {
         http::HeaderValue::from_str(v.get_ref())
             .map_err(|_| {
                 cx.err(
@@ -155,7 +199,11 @@ fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck
                 )
             })
             .ok()
-    });
+    })
+}
+
+/// `expect_status`: statuses and ranges like `"200-399"` (the default).
+fn expect_status(cx: &mut Check<'_>, h: &FileHealth) -> Vec<(u16, u16)> {
     let mut expect_status = Vec::new();
     match &h.expect_status {
         None => expect_status.push((200, 399)),
@@ -174,33 +222,22 @@ fn health(cx: &mut Ctx<'_>, h: &Spanned<super::file::FileHealth>) -> HealthCheck
             }
         }
     }
-    let count = |cx: &mut Ctx<'_>, v: &Option<Spanned<u32>>, key: &str, d: u32| match v {
+    expect_status
+}
+
+/// A count that must be at least 1.
+fn count(cx: &mut Check<'_>, v: &Option<Spanned<u32>>, key: &str, d: u32) -> u32 {
+    match v {
         Some(n) if *n.get_ref() == 0 => {
             cx.err(n.span(), format!("`{key}` must be at least 1"));
             d
         }
         Some(n) => *n.get_ref(),
         None => d,
-    };
-    HealthCheck {
-        method,
-        path,
-        host,
-        interval: cx.duration(&h.interval, "interval", DEFAULT_HEALTH_INTERVAL),
-        timeout: cx.duration(&h.timeout, "timeout", DEFAULT_HEALTH_TIMEOUT),
-        healthy_after: count(cx, &h.healthy_after, "healthy_after", DEFAULT_HEALTHY_AFTER),
-        unhealthy_after: count(
-            cx,
-            &h.unhealthy_after,
-            "unhealthy_after",
-            DEFAULT_UNHEALTHY_AFTER,
-        ),
-        expect_status,
-        body_contains: h.body_contains.clone(),
     }
 }
 
-fn retry(cx: &mut Ctx<'_>, r: &super::file::FileRetry) -> RetryPolicy {
+fn retry(cx: &mut Check<'_>, r: &super::file::FileRetry) -> RetryPolicy {
     let attempts = match &r.attempts {
         Some(a) if *a.get_ref() == 0 => {
             cx.err(
@@ -260,7 +297,7 @@ fn retry(cx: &mut Ctx<'_>, r: &super::file::FileRetry) -> RetryPolicy {
 }
 
 /// `client_ip` (default), `header:NAME` or `cookie:NAME`.
-fn hash_key(cx: &mut Ctx<'_>, p: &FilePool) -> HashKey {
+fn hash_key(cx: &mut Check<'_>, p: &FilePool) -> HashKey {
     let Some(k) = &p.hash_key else {
         return HashKey::ClientIp;
     };
@@ -287,7 +324,7 @@ fn hash_key(cx: &mut Ctx<'_>, p: &FilePool) -> HashKey {
 }
 
 /// A fallback chain must end; a loop would bounce requests forever.
-pub(super) fn fallback_loops(cx: &mut Ctx<'_>, file: &FileConfig, pools: &[PoolConfig]) {
+pub(super) fn fallback_loops(cx: &mut Check<'_>, file: &FileConfig, pools: &[PoolConfig]) {
     for (start, (_, fp)) in file.pools.iter().enumerate() {
         let Some(span) = fp.get_ref().fallback.as_ref().map(|f| f.span()) else {
             continue;
@@ -323,81 +360,8 @@ fn resolve(addr: &str) -> Option<SocketAddr> {
     addr.to_socket_addrs().ok()?.next()
 }
 
-/// `[pools.NAME.tls]`: trust roots (a CA file or the system's) and an optional SNI name.
-fn upstream_tls(
-    cx: &mut Ctx<'_>,
-    t: &Spanned<super::file::FileUpstreamTls>,
-) -> Option<UpstreamTls> {
-    let span = t.span();
-    let t = t.get_ref();
-    let mut roots = rustls::RootCertStore::empty();
-    match &t.ca {
-        Some(ca) => {
-            let path = relative(cx.path, ca.get_ref());
-            let loaded = std::fs::read(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|pem| {
-                    rustls_pemfile::certs(&mut pem.as_slice())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))
-                });
-            match loaded {
-                Ok(certs) if !certs.is_empty() => {
-                    for c in certs {
-                        if let Err(e) = roots.add(c) {
-                            cx.err(
-                                ca.span(),
-                                format!("{}: unusable CA certificate: {e}", path.display()),
-                            );
-                        }
-                    }
-                }
-                Ok(_) => cx.err(
-                    ca.span(),
-                    format!("{}: no certificate found", path.display()),
-                ),
-                Err(e) => cx.err(ca.span(), e),
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-            if roots.is_empty() {
-                cx.err(
-                    span.clone(),
-                    "no system CA certificates found; set `ca` to a PEM file",
-                );
-            }
-        }
-    }
-    let server_name = match &t.server_name {
-        None => None,
-        Some(n) => match rustls::pki_types::ServerName::try_from(n.get_ref().clone()) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                cx.err(
-                    n.span(),
-                    format!("{:?} is not a valid TLS server name", n.get_ref()),
-                );
-                None
-            }
-        },
-    };
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .ok()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Some(UpstreamTls {
-        client: Arc::new(client),
-        server_name,
-    })
-}
-
 /// `limit = "static" | "adaptive"`; adaptive needs `max_connections` as its bound.
-fn adaptive(cx: &mut Ctx<'_>, p: &super::file::FilePool) -> bool {
+fn adaptive(cx: &mut Check<'_>, p: &super::file::FilePool) -> bool {
     let Some(l) = &p.limit else { return false };
     match l.get_ref().as_str() {
         "static" => false,

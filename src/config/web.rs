@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::PoolConfig;
+use super::check::Check;
 use super::file::{FileCompression, FileRoute, FileSites};
-use super::validate::Ctx;
 use crate::routing::{Action, FileRoot, Matcher};
 use crate::sites::{Sites, valid_name};
 
@@ -48,7 +48,7 @@ pub const DEFAULT_TYPES: &[&str] = &[
 ];
 
 pub(super) fn compression(
-    cx: &mut Ctx<'_>,
+    cx: &mut Check<'_>,
     c: Option<&FileCompression>,
 ) -> Option<Arc<CompressionSettings>> {
     let c = c?;
@@ -83,7 +83,7 @@ pub(super) fn compression(
     }))
 }
 
-pub(super) fn sites(cx: &mut Ctx<'_>, s: Option<&FileSites>) -> Option<Arc<Sites>> {
+pub(super) fn sites(cx: &mut Check<'_>, s: Option<&FileSites>) -> Option<Arc<Sites>> {
     let s = s?;
     let header = match &s.header {
         None => HeaderName::from_static("x-frappe-site-name"),
@@ -112,7 +112,10 @@ pub(super) fn sites(cx: &mut Ctx<'_>, s: Option<&FileSites>) -> Option<Arc<Sites
 }
 
 /// A listener's pinned `site`.
-pub(super) fn pinned_site(cx: &mut Ctx<'_>, s: &Option<super::file::SpanStr>) -> Option<Arc<str>> {
+pub(super) fn pinned_site(
+    cx: &mut Check<'_>,
+    s: &Option<super::file::SpanStr>,
+) -> Option<Arc<str>> {
     let s = s.as_ref()?;
     if !valid_name(s.get_ref()) {
         cx.err(
@@ -129,7 +132,7 @@ pub(super) fn pinned_site(cx: &mut Ctx<'_>, s: &Option<super::file::SpanStr>) ->
 /// The route's pool and action: `pool` alone proxies, `root` serves files (falling
 /// back to `pool` if given), `redirect` answers with a redirect.
 pub(super) fn action(
-    cx: &mut Ctx<'_>,
+    cx: &mut Check<'_>,
     r: &FileRoute,
     pools: &[PoolConfig],
     matcher: &Matcher,
@@ -162,7 +165,7 @@ pub(super) fn action(
 }
 
 fn pool_index(
-    cx: &mut Ctx<'_>,
+    cx: &mut Check<'_>,
     route: &str,
     p: &super::file::SpanStr,
     pools: &[PoolConfig],
@@ -186,7 +189,7 @@ fn pool_index(
     i
 }
 
-fn redirect_status(cx: &mut Ctx<'_>, r: &FileRoute) -> StatusCode {
+fn redirect_status(cx: &mut Check<'_>, r: &FileRoute) -> StatusCode {
     let Some(s) = &r.redirect_status else {
         return StatusCode::MOVED_PERMANENTLY;
     };
@@ -204,7 +207,7 @@ fn redirect_status(cx: &mut Ctx<'_>, r: &FileRoute) -> StatusCode {
     }
 }
 
-fn file_root(cx: &mut Ctx<'_>, r: &FileRoute, root: &super::file::SpanStr) -> FileRoot {
+fn file_root(cx: &mut Check<'_>, r: &FileRoute, root: &super::file::SpanStr) -> FileRoot {
     let dir = root.get_ref();
     let plain = dir.replace("{site}", "");
     if !std::path::Path::new(dir).is_absolute() {

@@ -5,8 +5,8 @@
 //! per (pool, server) and republishes the snapshot's pool views only on transitions,
 //! so the request path never waits on a probe or a lock.
 
-mod counter;
 mod probe;
+mod threshold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,11 +18,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use counter::Counter;
 pub use probe::probe;
+pub use threshold::Threshold;
 
 use crate::config::HealthCheck;
-use crate::state::{Registry, SharedState, Snapshot};
+use crate::state::{SharedState, Snapshot, StatsTable};
 use crate::upstream::{Pool, PoolView, ProbeRecord, ServerState};
 
 /// Events queued for the manager before senders start dropping them.
@@ -83,7 +83,7 @@ impl Events {
 
 #[derive(Debug)]
 struct Tracker {
-    active: Option<Counter>,
+    active: Option<Threshold>,
     ejected_until: Option<Instant>,
     /// Back from ejection in a pool with active checks: wait for one passing probe.
     awaiting_probe: bool,
@@ -122,7 +122,7 @@ impl Tracker {
 struct Manager {
     state: Arc<SharedState>,
     /// Server counters by (pool, address), lent to every snapshot built.
-    registry: Registry,
+    stats: StatsTable,
     trackers: HashMap<(Arc<str>, SocketAddr), Tracker>,
     probe_now: HashMap<Arc<str>, Arc<Notify>>,
     probers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
@@ -133,14 +133,14 @@ struct Manager {
 /// Start the manager and one prober per pool with active checks; all stop when `stop` flips.
 pub fn spawn(
     state: Arc<SharedState>,
-    registry: Registry,
+    stats: StatsTable,
     stop: watch::Receiver<bool>,
 ) -> (Events, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let events = Events(tx);
     let mut m = Manager {
         state,
-        registry,
+        stats,
         trackers: HashMap::new(),
         probe_now: HashMap::new(),
         probers: Vec::new(),
@@ -206,12 +206,12 @@ impl Manager {
                     Some(mut t) => {
                         let healthy = t.active.is_none_or(|c| c.is_healthy());
                         t.active = health
-                            .map(|h| Counter::new(healthy, h.healthy_after, h.unhealthy_after));
+                            .map(|h| Threshold::new(healthy, h.healthy_after, h.unhealthy_after));
                         t
                     }
                     None => Tracker {
                         active: health
-                            .map(|h| Counter::new(true, h.healthy_after, h.unhealthy_after)),
+                            .map(|h| Threshold::new(true, h.healthy_after, h.unhealthy_after)),
                         ejected_until: None,
                         awaiting_probe: !start && health.is_some(),
                         ejections: 0,
@@ -256,7 +256,7 @@ impl Manager {
         let next = Snapshot::build(
             config,
             generation,
-            &mut self.registry,
+            &mut self.stats,
             current.metrics.clone(),
             Some(&current),
         );
@@ -544,7 +544,7 @@ mod tests {
 
     fn tracker() -> Tracker {
         Tracker {
-            active: Some(Counter::new(true, 1, 1)),
+            active: Some(Threshold::new(true, 1, 1)),
             ejected_until: None,
             awaiting_probe: false,
             ejections: 0,

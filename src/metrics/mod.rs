@@ -19,7 +19,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::state::Snapshot;
+use crate::upstream::{Endpoint, Pool, PoolView};
 
 /// Upper bounds in seconds; the last bucket is +Inf.
 const BOUNDS: [f64; 14] = [
@@ -209,102 +209,114 @@ impl Metrics {
             tunnel_bytes_down: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
+        m.register_requests(&mut registry);
+        m.register_upstreams(&mut registry);
+        m.register_process(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    fn register_requests(&self, r: &mut Registry) {
+        r.register(
             "requests",
             "Requests by route, pool and status class",
-            m.requests.clone(),
+            self.requests.clone(),
         );
-        registry.register(
+        r.register(
             "request_duration_seconds",
             "Request duration by route, response body included",
-            m.duration.clone(),
+            self.duration.clone(),
         );
-        registry.register(
+        r.register(
             "retries",
             "Retries sent to another server, by pool",
-            m.retries.clone(),
+            self.retries.clone(),
         );
-        registry.register(
+    }
+
+    fn register_upstreams(&self, r: &mut Registry) {
+        r.register(
             "upstream_healthy",
             "1 when the server may take traffic",
-            m.healthy.clone(),
+            self.healthy.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_in_flight",
             "Requests in flight per server",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_limit",
             "Requests a server may have in flight now (max_connections, or the adaptive limit); 0 = unlimited",
-            m.limit.clone(),
+            self.limit.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_class_in_flight",
             "Requests in flight per server and request class",
-            m.class_in_flight.clone(),
+            self.class_in_flight.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_queued",
             "Requests waiting in a pool's queue, per class",
-            m.queued.clone(),
+            self.queued.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_rejected",
             "Requests refused by a pool's limits (queue full or queue_timeout), per class",
-            m.rejected.clone(),
+            self.rejected.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_ejections",
             "Passive ejections per server since start",
-            m.ejections.clone(),
+            self.ejections.clone(),
         );
-        registry.register(
+        r.register(
             "health_checks",
             "Active health-check results",
-            m.checks.clone(),
+            self.checks.clone(),
         );
-        registry.register(
+    }
+
+    fn register_process(&self, r: &mut Registry) {
+        r.register(
             "outcome_unknown",
             "Writes that failed after they may have reached a server",
-            m.outcome_unknown.clone(),
+            self.outcome_unknown.clone(),
         );
-        registry.register(
+        r.register(
             "reload_failures",
             "Config reloads refused (the old config kept serving)",
-            m.reload_failures.clone(),
+            self.reload_failures.clone(),
         );
-        registry.register(
+        r.register(
             "config_generation",
             "Config generation being served",
-            m.config_generation.clone(),
+            self.config_generation.clone(),
         );
-        registry.register(
+        r.register(
             "tunnels_open",
             "WebSocket tunnels open",
-            m.tunnels_open.clone(),
+            self.tunnels_open.clone(),
         );
-        registry.register(
+        r.register(
             "client_connections_open",
             "Client connections open",
-            m.connections_open.clone(),
+            self.connections_open.clone(),
         );
-        registry.register(
+        r.register(
             "client_connections_parked",
             "Client connections idle between requests, holding no HTTP state or buffers",
-            m.connections_parked.clone(),
+            self.connections_parked.clone(),
         );
-        registry.register(
+        r.register(
             "tunnel_bytes_client_to_upstream",
             "Bytes relayed from clients through tunnels",
-            m.tunnel_bytes_up.clone(),
+            self.tunnel_bytes_up.clone(),
         );
-        registry.register(
+        r.register(
             "tunnel_bytes_upstream_to_client",
             "Bytes relayed to clients through tunnels",
-            m.tunnel_bytes_down.clone(),
+            self.tunnel_bytes_down.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Create (or find) every request-path handle for `config`.
@@ -380,9 +392,9 @@ impl Metrics {
     }
 
     /// A pool's queue lengths and refusals per class.
-    fn render_classes(&self, snap: &Snapshot, p: &crate::upstream::Pool) {
+    fn render_classes(&self, classes: &[Arc<str>], p: &Pool) {
         use std::sync::atomic::Ordering::Relaxed;
-        for (i, c) in snap.classes.iter().enumerate() {
+        for (i, c) in classes.iter().enumerate() {
             let l = ClassLabels {
                 pool: p.name.to_string(),
                 class: c.to_string(),
@@ -397,40 +409,44 @@ impl Metrics {
         }
     }
 
-    /// The exposition text, with server gauges read from `snap`.
-    pub fn render(&self, snap: &Snapshot) -> String {
-        for (p, view) in snap.pools.iter().zip(&snap.views) {
+    /// One server's gauges: health, requests in flight (per class too), ejections, limit.
+    fn render_server(&self, p: &Pool, e: &Endpoint, healthy: bool, classes: &[Arc<str>]) {
+        let l = ServerLabels {
+            pool: p.name.to_string(),
+            server: e.addr.to_string(),
+        };
+        self.healthy.get_or_create(&l).set(i64::from(healthy));
+        self.in_flight
+            .get_or_create(&l)
+            .set(i64::try_from(e.in_flight()).unwrap_or(i64::MAX));
+        self.ejections
+            .get_or_create(&l)
+            .set(i64::from(e.stats.status().ejections));
+        let limit = p.admission.limit(e).unwrap_or(0);
+        self.limit
+            .get_or_create(&l)
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+        for (c, n) in classes.iter().zip(e.class_in_flight.iter()) {
+            let l = ServerClassLabels {
+                pool: p.name.to_string(),
+                server: e.addr.to_string(),
+                class: c.to_string(),
+            };
+            let n = n.load(std::sync::atomic::Ordering::Relaxed);
+            self.class_in_flight
+                .get_or_create(&l)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The exposition text, with server gauges read from the pools and their views
+    /// (same index) as the caller's snapshot has them.
+    pub fn render(&self, pools: &[Pool], views: &[PoolView], classes: &[Arc<str>]) -> String {
+        for (p, view) in pools.iter().zip(views) {
             for (i, e) in p.endpoints.iter().enumerate() {
-                let l = ServerLabels {
-                    pool: p.name.to_string(),
-                    server: e.addr.to_string(),
-                };
-                self.healthy
-                    .get_or_create(&l)
-                    .set(i64::from(view.eligible.contains(&i)));
-                self.in_flight
-                    .get_or_create(&l)
-                    .set(i64::try_from(e.in_flight()).unwrap_or(i64::MAX));
-                self.ejections
-                    .get_or_create(&l)
-                    .set(i64::from(e.stats.status().ejections));
-                let limit = p.admission.limit(e).unwrap_or(0);
-                self.limit
-                    .get_or_create(&l)
-                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
-                for (c, n) in snap.classes.iter().zip(e.class_in_flight.iter()) {
-                    let l = ServerClassLabels {
-                        pool: p.name.to_string(),
-                        server: e.addr.to_string(),
-                        class: c.to_string(),
-                    };
-                    let n = n.load(std::sync::atomic::Ordering::Relaxed);
-                    self.class_in_flight
-                        .get_or_create(&l)
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
-                }
+                self.render_server(p, e, view.eligible.contains(&i), classes);
             }
-            self.render_classes(snap, p);
+            self.render_classes(classes, p);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -52,9 +52,20 @@ pub struct Route {
     /// Largest request body here, overriding the listener's (`u64::MAX`: no limit).
     pub max_body_size: Option<u64>,
     /// Pages for errors the proxy generates on this route, before the listener's.
-    pub error_pages: Vec<crate::config::ErrorPage>,
+    pub error_pages: Vec<ErrorPage>,
     /// `add_response_headers` on every status, or only nginx's success/redirect list.
     pub response_headers_always: bool,
+}
+
+/// One error page, loaded at config time (`error_pages`, nginx `error_page`): served in
+/// place of the proxy's own short text for errors the proxy itself generates.
+#[derive(Debug, Clone)]
+pub struct ErrorPage {
+    pub status: http::StatusCode,
+    pub body: bytes::Bytes,
+    pub content_type: http::HeaderValue,
+    /// The file, watched so an edit is picked up.
+    pub path: std::path::PathBuf,
 }
 
 /// What a matched route does (carried out by `proxy::action`).

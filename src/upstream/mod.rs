@@ -8,9 +8,9 @@
 
 mod admit;
 mod balance;
-mod body;
 mod budget;
 mod h1;
+mod request_body;
 mod slots;
 mod stats;
 mod stream;
@@ -28,9 +28,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 pub use admit::{Admission, InFlight, Refusal};
 pub use balance::{PickKey, PoolView, hash_of};
-pub use body::{BodyError, RequestBody, Unsent};
 pub use budget::RetryBudget;
 pub use h1::{H1Pool, Lease, SendError};
+pub use request_body::{BodyError, RequestBody, Unsent};
 pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
 pub use target::target;
 

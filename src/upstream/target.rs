@@ -1,4 +1,4 @@
-//! The request target an upstream gets, for forwarded requests (`proxy::shape`) and
+//! The request target an upstream gets, for forwarded requests (`proxy::exchange::upstream_request`) and
 //! health probes alike: origin form towards HTTP/1.1 (RFC 9112 §3.2.1), scheme and
 //! `:authority` towards HTTP/2 (RFC 9113 §8.3.1).
 

@@ -28,14 +28,14 @@ use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend, File};
 
-use super::body::ProxyBody;
-use super::error::ProxyError;
 use super::mime;
+use crate::proxy::error::ProxyError;
+use crate::proxy::respond::body::ProxyBody;
 use crate::routing::FileRoot;
 
 /// Request headers the file server reads: the range and conditional ones (which an
 /// X-Accel-Redirect keeps too), and `Accept-Encoding` for precompressed files.
-pub(super) const CONDITIONAL: [header::HeaderName; 6] = [
+pub(crate) const CONDITIONAL: [header::HeaderName; 6] = [
     header::RANGE,
     header::IF_RANGE,
     header::IF_MATCH,
@@ -55,7 +55,7 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Whether the raw target has what a file path must not: an encoded `/` or `\`, or
 /// (after the one decoding) an encoded character left over, i.e. double encoding.
-pub(super) fn refused(raw: &str, decoded: &str) -> Option<&'static str> {
+pub(crate) fn refused(raw: &str, decoded: &str) -> Option<&'static str> {
     let lower = raw.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") {
         return Some("an encoded slash in a file path");
@@ -72,7 +72,7 @@ pub(super) fn refused(raw: &str, decoded: &str) -> Option<&'static str> {
 
 /// Serve `path` (normalised) from `root`, for a GET or HEAD request with these
 /// conditional and range headers.
-pub(super) async fn serve(
+pub(crate) async fn serve(
     root: &FileRoot,
     path: &str,
     headers: &http::HeaderMap,
@@ -126,7 +126,8 @@ pub(super) async fn serve(
     }
     let (mut parts, body) = resp.into_parts();
     finish_head(&mut parts, root, rel);
-    let body = ProxyBody::boxed(body.map_err(|e| Box::new(e) as super::body::BoxError));
+    let body =
+        ProxyBody::boxed(body.map_err(|e| Box::new(e) as crate::proxy::respond::body::BoxError));
     Ok(Some(Response::from_parts(parts, body)))
 }
 

@@ -27,7 +27,7 @@ use super::body::ProxyBody;
 use crate::config::CompressionSettings;
 
 /// Compress `resp` if the request and the response allow it.
-pub(super) fn filter(
+pub(crate) fn filter(
     resp: Response<ProxyBody>,
     accept_encoding: Option<&HeaderValue>,
     version: Version,

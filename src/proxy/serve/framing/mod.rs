@@ -7,7 +7,7 @@
 //! through unchecked only after an HTTP/2 preface or a `101` answer to an upgrade.
 //!
 //! [`Guarded`] puts it on a client connection's read side. It also parks idle
-//! connections (see `proxy::serve_io`): it tells whether a whole head is waiting and
+//! connections (see `proxy::serve::conn`): it tells whether a whole head is waiting and
 //! how to serve it ([`Round`]), and in an HTTP/1.1 round it reports end of input to
 //! hyper once the connection has idled between requests for [`PARK_AFTER`] with
 //! nothing left to flush and no request in flight, which ends hyper's connection

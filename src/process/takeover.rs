@@ -22,7 +22,7 @@ use rustix::net::{
 };
 use tokio::sync::watch;
 
-use crate::reload::{Reloads, Trigger};
+use super::trigger::{Reloads, Trigger};
 
 /// Most sockets one handover carries (listeners plus the admin API).
 const MAX_FDS: usize = 64;

@@ -3,16 +3,16 @@
 //! consecutive failures.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counter {
+pub struct Threshold {
     healthy: bool,
     streak: u32,
     rise: u32,
     fall: u32,
 }
 
-impl Counter {
+impl Threshold {
     pub fn new(healthy: bool, rise: u32, fall: u32) -> Self {
-        Counter {
+        Threshold {
             healthy,
             streak: 0,
             rise: rise.max(1),
@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn flips_only_after_consecutive_results() {
-        let mut c = Counter::new(true, 2, 3);
+        let mut c = Threshold::new(true, 2, 3);
         assert_eq!(c.observe(false), None);
         assert_eq!(c.observe(true), None, "a pass resets the failure streak");
         assert_eq!(c.observe(false), None);

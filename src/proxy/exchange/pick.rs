@@ -9,16 +9,16 @@ use std::time::Duration;
 use http::header;
 use http::request::Parts;
 
-use super::error::ProxyError;
-use super::forward::Meta;
 use crate::config::HashKey;
+use crate::proxy::error::ProxyError;
+use crate::proxy::request::Meta;
 use crate::upstream::{Endpoint, InFlight, PickKey, Pool, PoolView, Refusal};
 
 /// Reserve a server for an attempt: the balancer's choice among the servers with room
 /// for the request's class. The first attempt may wait in the pool's queue when
 /// servers or the class are full (see `upstream::admit`); it queues at once, behind
 /// the others, when others already wait. `Ok(None)`: no server can take it.
-pub(super) async fn admit(
+pub(crate) async fn admit(
     pool: &Pool,
     view: &PoolView,
     (key, class): (PickKey, usize),
@@ -69,7 +69,7 @@ pub(super) async fn admit(
 /// A wait at least this long is logged.
 const LONG_WAIT: Duration = Duration::from_secs(1);
 
-pub(super) fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
+pub(crate) fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
     if pool.cfg.balance != crate::config::Balance::Hash {
         return PickKey::None;
     }

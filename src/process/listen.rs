@@ -19,7 +19,7 @@ const BACKLOG: i32 = 1024;
 /// Bind `addr` with SO_REUSEADDR. Must run inside the tokio runtime.
 /// `freebind` (IP_FREEBIND) binds an address this host does not have yet: a virtual IP
 /// that keepalived moves here only when this node becomes the master.
-pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     #[cfg(target_os = "linux")]
@@ -74,7 +74,52 @@ pub fn take_or_bind(
         tracing::info!(%addr, "using inherited listening socket");
         return TcpListener::from_std(l);
     }
-    bind(addr, freebind)
+    bind_addr(addr, freebind)
+}
+
+/// The sockets switchyard serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// One per `config.listeners`, same order.
+    pub proxy: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+    /// Taken from a running process (`--takeover`): its control socket path is ours now.
+    pub took_over: bool,
+}
+
+/// Bind every listener of `config`, and the admin API if enabled, taking inherited
+/// sockets (`LISTEN_FDS`) for matching addresses.
+pub async fn bind(config: &crate::config::Config) -> std::io::Result<Listeners> {
+    bind_taking(config, Vec::new()).await
+}
+
+/// [`bind`], also taking `taken` sockets (from `--takeover`) for matching addresses.
+/// An inherited socket no listener wants is closed with a warning.
+pub async fn bind_taking(
+    config: &crate::config::Config,
+    taken: Vec<std::net::TcpListener>,
+) -> std::io::Result<Listeners> {
+    let mut inherited = inherited();
+    inherited.extend(taken);
+    let mut proxy = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        proxy.push(take_or_bind(&mut inherited, l.addr, l.freebind)?);
+    }
+    let admin = match config.admin.addr {
+        Some(a) => Some(take_or_bind(&mut inherited, a, false)?),
+        None => None,
+    };
+    for l in inherited {
+        let addr = l
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::warn!(%addr, "inherited socket matches no listener in the config; closed");
+    }
+    Ok(Listeners {
+        proxy,
+        admin,
+        took_over: false,
+    })
 }
 
 #[cfg(test)]
@@ -82,7 +127,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nodelay() -> std::io::Result<()> {
-        let l = super::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?, false)?;
+        let l = super::bind_addr("127.0.0.1:0".parse().map_err(std::io::Error::other)?, false)?;
         let client = tokio::net::TcpStream::connect(l.local_addr()?).await?;
         let (accepted, _) = l.accept().await?;
         assert!(

@@ -35,7 +35,7 @@ use crate::state::{SharedState, Snapshot};
 pub struct Admin {
     pub state: Arc<SharedState>,
     pub events: Events,
-    pub reloads: crate::reload::Reloads,
+    pub reloads: super::trigger::Reloads,
     /// Flips when the process starts stopping, lame duck included: `/health/live`
     /// and `/health/ready` fail from then on.
     pub failing: watch::Receiver<bool>,
@@ -100,88 +100,104 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
     match (method, segs.as_slice()) {
         (&Method::GET, ["health"]) => health(&snap, None),
         (&Method::GET, ["health", "ready"]) if *admin.failing.borrow() => stopping(),
-        (&Method::GET, ["health", "ready"]) => {
-            let pool = req.uri().query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "pool")
-                    .map(|(_, v)| v.into_owned())
-            });
-            health(&snap, pool.as_deref())
-        }
+        (&Method::GET, ["health", "ready"]) => health(&snap, pool_param(&req).as_deref()),
         (&Method::GET, ["health", "live"]) => live(admin),
         (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
         (&Method::GET, ["config"]) => reply(StatusCode::OK, &config_status(&admin.reloads)),
-        (&Method::POST, ["config", "reload"]) => {
-            if let Err(resp) = authorize(&req, &snap) {
-                return *resp;
-            }
-            match admin.reloads.reload_now().await {
-                Ok(g) => reply(StatusCode::OK, &json!({"generation": g, "applied": true})),
-                Err(e) => reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"applied": false, "error": e}),
-                ),
-            }
-        }
-        (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(Full::new(Bytes::from(snap.metrics.render(&snap))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::POST, ["config", "reload"]) => match authorize(&req, &snap) {
+            Err(resp) => *resp,
+            Ok(()) => reload(admin).await,
+        },
+        (&Method::GET, ["metrics"]) => metrics(&snap),
         (&Method::POST, ["upstreams", pool, server, action @ ("drain" | "enable")]) => {
-            if let Err(resp) = authorize(&req, &snap) {
-                return *resp;
-            }
-            let Ok(addr) = server.parse::<SocketAddr>() else {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": format!("{server:?} is not an IP:port address")}),
-                );
-            };
-            let (tx, rx) = oneshot::channel();
-            let ev = Event::Admin {
-                pool: (*pool).to_owned(),
-                addr,
-                drain: *action == "drain",
-                reply: tx,
-            };
-            if !admin.events.send_wait(ev).await {
-                return reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": "health manager stopped"}),
-                );
-            }
-            match rx.await {
-                Ok(Ok(state)) => reply(
-                    StatusCode::OK,
-                    &json!({"pool": pool, "server": server, "state": state}),
-                ),
-                Ok(Err(e)) => reply(StatusCode::NOT_FOUND, &json!({"error": e})),
-                Err(_) => reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": "health manager stopped"}),
-                ),
+            match authorize(&req, &snap) {
+                Err(resp) => *resp,
+                Ok(()) => set_server(admin, pool, server, *action == "drain").await,
             }
         }
-        (_, s) if allowed(s).is_some() => {
-            let mut r = reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": format!("{} is not allowed on {path}", req.method())}),
-            );
-            if let Some(a) = allowed(s) {
-                r.headers_mut()
-                    .insert(header::ALLOW, http::HeaderValue::from_static(a));
-            }
-            r
-        }
+        (_, s) if allowed(s).is_some() => not_allowed(req.method(), &path, s),
         _ => reply(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown admin endpoint", "endpoints": ["GET /health", "GET /upstreams", "GET /metrics", "GET /config", "POST /config/reload", "POST /upstreams/{pool}/{server}/drain", "POST /upstreams/{pool}/{server}/enable"]}),
         ),
     }
+}
+
+/// `?pool=NAME` of `/health/ready`.
+fn pool_param(req: &Request<Incoming>) -> Option<String> {
+    let q = req.uri().query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "pool")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `POST /config/reload`: reload now and answer with the outcome.
+async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
+    match admin.reloads.reload_now().await {
+        Ok(g) => reply(StatusCode::OK, &json!({"generation": g, "applied": true})),
+        Err(e) => reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"applied": false, "error": e}),
+        ),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format 0.0.4.
+fn metrics(snap: &Snapshot) -> Response<Full<Bytes>> {
+    let text = snap.metrics.render(&snap.pools, &snap.views, &snap.classes);
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `POST /upstreams/POOL/SERVER/drain` (or `enable`), carried out by the health manager.
+async fn set_server(admin: &Admin, pool: &str, server: &str, drain: bool) -> Response<Full<Bytes>> {
+    let Ok(addr) = server.parse::<SocketAddr>() else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("{server:?} is not an IP:port address")}),
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    let ev = Event::Admin {
+        pool: pool.to_owned(),
+        addr,
+        drain,
+        reply: tx,
+    };
+    let stopped = || {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "health manager stopped"}),
+        )
+    };
+    if !admin.events.send_wait(ev).await {
+        return stopped();
+    }
+    match rx.await {
+        Ok(Ok(state)) => reply(
+            StatusCode::OK,
+            &json!({"pool": pool, "server": server, "state": state}),
+        ),
+        Ok(Err(e)) => reply(StatusCode::NOT_FOUND, &json!({"error": e})),
+        Err(_) => stopped(),
+    }
+}
+
+/// 405 with `Allow` for a known endpoint asked with the wrong method.
+fn not_allowed(method: &Method, path: &str, segs: &[&str]) -> Response<Full<Bytes>> {
+    let mut r = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": format!("{method} is not allowed on {path}")}),
+    );
+    if let Some(a) = allowed(segs) {
+        r.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static(a));
+    }
+    r
 }
 
 /// The methods a known admin path takes (`None`: no such path).
@@ -297,7 +313,7 @@ fn health(snap: &Snapshot, only: Option<&str>) -> Response<Full<Bytes>> {
     )
 }
 
-fn config_status(reloads: &crate::reload::Reloads) -> Value {
+fn config_status(reloads: &super::trigger::Reloads) -> Value {
     let Some(st) = reloads.status() else {
         return json!({"error": "status unavailable"});
     };

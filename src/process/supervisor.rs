@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::proxy::{self, Shared};
+use crate::proxy::request::Shared;
+use crate::proxy::serve;
 
 #[derive(Debug)]
 pub struct Supervisor {
@@ -45,7 +46,7 @@ impl Supervisor {
             }
         }
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(proxy::serve(l, self.shared.clone(), rx));
+        let task = tokio::spawn(serve::serve(l, self.shared.clone(), rx));
         self.served.insert(addr, (tx, task));
     }
 

@@ -36,8 +36,8 @@ pub struct Finish {
         prometheus_client::metrics::counter::Counter,
         Option<AtomicHistogram>,
     )>,
-    /// Released with the response (see `proxy::limit`).
-    pub host_slot: Option<crate::proxy::HostSlot>,
+    /// Released with the response (see `host_limit`).
+    pub host_slot: Option<crate::host_limit::HostSlot>,
 }
 
 /// One request in flight on its client connection (see `proxy::Conn::busy`).

@@ -14,13 +14,13 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{Method, Response};
 
-use super::body::ProxyBody;
-use super::error::ProxyError;
 use super::files;
-use super::forward::Ctx;
+use crate::proxy::error::ProxyError;
+use crate::proxy::request::Ctx;
+use crate::proxy::respond::body::ProxyBody;
 use crate::routing::{Action, BodyState, Decision, RequestView};
 
-pub(super) static X_ACCEL_REDIRECT: HeaderName = HeaderName::from_static("x-accel-redirect");
+pub(crate) static X_ACCEL_REDIRECT: HeaderName = HeaderName::from_static("x-accel-redirect");
 
 /// The upstream fields an internal redirect keeps.
 const KEPT: [HeaderName; 6] = [
@@ -34,14 +34,14 @@ const KEPT: [HeaderName; 6] = [
 
 /// What of the client's request an internal redirect needs, kept before the request
 /// goes upstream (only on `accel_redirect` routes; no allocation without such fields).
-pub(super) struct Saved {
+pub(crate) struct Saved {
     head: bool,
     host: Option<String>,
     headers: HeaderMap,
 }
 
 impl Saved {
-    pub(super) fn new(parts: &Parts) -> Self {
+    pub(crate) fn new(parts: &Parts) -> Self {
         let mut headers = HeaderMap::new();
         for h in &files::CONDITIONAL {
             for v in parts.headers.get_all(h) {
@@ -57,7 +57,7 @@ impl Saved {
 }
 
 /// Remove every `X-Accel-*` field (nginx's `proxy_hide_header` defaults).
-pub(super) fn hide(h: &mut HeaderMap) {
+pub(crate) fn hide(h: &mut HeaderMap) {
     let any = h.keys().any(|k| k.as_str().starts_with("x-accel-"));
     if any {
         let names: Vec<HeaderName> = h
@@ -73,7 +73,7 @@ pub(super) fn hide(h: &mut HeaderMap) {
 
 /// The URI of an `X-Accel-Redirect` value: cut at `?`, decoded once; `None` if it is
 /// not a path, or has a `..` segment or a NUL.
-pub(super) fn target(v: &[u8]) -> Option<String> {
+pub(crate) fn target(v: &[u8]) -> Option<String> {
     let cut = v.split(|&b| b == b'?').next().unwrap_or(v);
     let decoded = percent_encoding::percent_decode(cut).decode_utf8().ok()?;
     let bad = !decoded.starts_with('/')
@@ -83,7 +83,7 @@ pub(super) fn target(v: &[u8]) -> Option<String> {
 }
 
 /// Serve the internal redirect the upstream answer `resp` asks for.
-pub(super) async fn serve(
+pub(crate) async fn serve(
     resp: Response<ProxyBody>,
     saved: &Saved,
     cx: &Ctx<'_>,

@@ -23,7 +23,7 @@ fn nginx_default_status(s: StatusCode) -> bool {
 }
 
 /// Serve the configured page for an error the proxy generated.
-pub(super) fn error_page(
+pub(crate) fn error_page(
     resp: &mut Response<ProxyBody>,
     route: Option<&Route>,
     listener: Option<&ListenerInfo>,
@@ -43,7 +43,7 @@ pub(super) fn error_page(
 
 /// Append the route's, then the listener's response headers (not on a `101`, whose
 /// connection is no longer HTTP).
-pub(super) fn add_headers(
+pub(crate) fn add_headers(
     resp: &mut Response<ProxyBody>,
     route: Option<&Route>,
     listener: Option<&ListenerInfo>,

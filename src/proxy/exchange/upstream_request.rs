@@ -28,13 +28,13 @@ use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Uri, Version};
 
-use super::error::ProxyError;
-use super::forward::{Ctx, X_REQUEST_ID};
 use super::headers::{self, Peer};
+use crate::proxy::error::ProxyError;
+use crate::proxy::request::{Ctx, X_REQUEST_ID};
 use crate::routing::{self, Route};
 
 /// Refuse a request that RFC 9112 (or plain safety) says not to forward.
-pub(super) fn check(parts: &Parts) -> Result<(), ProxyError> {
+pub(crate) fn check(parts: &Parts) -> Result<(), ProxyError> {
     let bad = |why| Err(ProxyError::BadRequest(why));
     if parts.method == Method::CONNECT {
         return bad("CONNECT is not supported");
@@ -85,7 +85,7 @@ fn valid_host(v: &[u8]) -> bool {
 }
 
 /// Whether the path's `..` segments (also as `%2e%2e`) go above `/`, as nginx refuses.
-pub(super) fn climbs_above_root(path: &str) -> bool {
+pub(crate) fn climbs_above_root(path: &str) -> bool {
     if !path.contains("..") && !path.contains('%') {
         return false;
     }
@@ -119,7 +119,7 @@ fn is_dot(s: &str) -> bool {
 }
 
 /// The header section every attempt sends.
-pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
+pub(crate) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
     // Absolute form (HTTP/1) and `:authority` (HTTP/2): the target's authority is the Host.
     if let Some(v) = parts
         .uri
@@ -130,20 +130,7 @@ pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
     }
     join_cookies(&mut parts.headers);
     drop_underscored(&mut parts.headers);
-    let chunked = parts
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if chunked {
-        // Hop-by-hop, but hyper drops a GET/HEAD body unless it is asked to chunk it.
-        parts.headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    }
-    // We answer `Expect: 100-continue` ourselves when the body is first read (RFC 9110 §10.1.1).
-    parts.headers.remove(header::EXPECT);
+    strip_hop_by_hop(&mut parts.headers);
     let trusted = cx.listener.map_or(&[][..], |l| &l.trusted_proxies[..]);
     headers::set_forwarded(
         &mut parts.headers,
@@ -155,11 +142,37 @@ pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
         },
     );
     parts.headers.insert(&X_REQUEST_ID, cx.request_id.clone());
-    for h in &route.remove_request_headers {
-        parts.headers.remove(h);
+    route_rules(&mut parts.headers, route, cx);
+    if !route.set_request_headers.is_empty() {
+        set_templates(parts, route, cx);
+    }
+}
+
+/// Hop-by-hop fields out (RFC 9110 §7.6.1), keeping chunked framing, and `Expect`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let chunked = h
+        .get(header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    headers::strip_hop_by_hop(h);
+    if chunked {
+        // Hop-by-hop, but hyper drops a GET/HEAD body unless it is asked to chunk it.
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    // We answer `Expect: 100-continue` ourselves when the body is first read (RFC 9110 §10.1.1).
+    h.remove(header::EXPECT);
+}
+
+/// The route's header rules: removed and added fields, the site header, and whether
+/// Frappe may answer with `X-Accel-Redirect`.
+fn route_rules(h: &mut HeaderMap, route: &Route, cx: &Ctx<'_>) {
+    for name in &route.remove_request_headers {
+        h.remove(name);
     }
     for (k, v) in &route.add_request_headers {
-        parts.headers.insert(k, v.clone());
+        h.insert(k, v.clone());
     }
     if let Some(sites) = &cx.snap.sites {
         // The site header is the proxy's word, never the client's.
@@ -168,19 +181,14 @@ pub(super) fn head(parts: &mut Parts, route: &Route, cx: &Ctx<'_>) {
             .as_deref()
             .and_then(|s| HeaderValue::from_str(s).ok())
         {
-            Some(v) => parts.headers.insert(&sites.header, v),
-            None => parts.headers.remove(&sites.header),
+            Some(v) => h.insert(&sites.header, v),
+            None => h.remove(&sites.header),
         };
     }
     if route.accel_redirect {
-        parts
-            .headers
-            .insert(&X_USE_ACCEL, HeaderValue::from_static("True"));
+        h.insert(&X_USE_ACCEL, HeaderValue::from_static("True"));
     } else {
-        parts.headers.remove(&X_USE_ACCEL);
-    }
-    if !route.set_request_headers.is_empty() {
-        set_templates(parts, route, cx);
+        h.remove(&X_USE_ACCEL);
     }
 }
 

@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 
-use super::error::ProxyError;
-use super::forward::Ctx;
 use crate::health::Event;
+use crate::proxy::error::ProxyError;
+use crate::proxy::request::Ctx;
 use crate::upstream::{Endpoint, Pool};
 
-pub(super) fn success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_>) {
+pub(crate) fn success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_>) {
     let s = &e.stats;
     s.requests.fetch_add(1, Ordering::Relaxed);
     if s.consecutive_failures.load(Ordering::Relaxed) != 0 {
@@ -35,7 +35,7 @@ pub(super) fn success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_
     }
 }
 
-pub(super) fn failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
+pub(crate) fn failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
     let s = &e.stats;
     let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
     if n >= pool.cfg.passive.eject_after && !s.eject_pending.swap(true, Ordering::AcqRel) {

@@ -8,6 +8,8 @@ use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::proxy::request::ip_value;
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -140,12 +142,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer<'_>) {
     if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
         headers.insert(&X_FORWARDED_HOST, h);
     }
-}
-
-/// One allocation: the formatted address becomes the value's shared buffer.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
-        .expect("invariant: an IP address formats as a valid header value")
 }
 
 #[cfg(test)]

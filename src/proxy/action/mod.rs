@@ -2,6 +2,14 @@
 //! (falling back to the pool when there is none, `try_files $uri @pool`), or answer
 //! with a redirect (`rewrite … permanent`). Routing only chooses the route; the work
 //! is here, and the response filters run after it whatever it was.
+//!
+//! - `mod.rs`: [`run`], the stage, and the redirects.
+//! - `files.rs` (+ `mime.rs`): static files from a route's root.
+//! - `accel.rs`: X-Accel-Redirect, an upstream answer replaced by an internal route's file.
+
+pub mod accel;
+pub mod files;
+mod mime;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -9,15 +17,14 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, CONTROLS};
 
-use super::body::ProxyBody;
-use super::error::ProxyError;
-use super::files;
-use super::forward::Ctx;
+use crate::proxy::error::ProxyError;
+use crate::proxy::request::Ctx;
+use crate::proxy::respond::body::ProxyBody;
 use crate::routing::{self, Action, Route};
 
 /// Run the route's own action; `path` is the normalised path. `Some` is the answer;
 /// `None` sends the request to the route's pool.
-pub(super) async fn run(
+pub(crate) async fn run(
     route: &Route,
     parts: &Parts,
     path: &str,
@@ -73,19 +80,9 @@ fn redirect(
     query: Option<&str>,
     host: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let mut expanded = String::new();
-    let host_part = match (to.split_once("{host}"), host) {
-        (None, _) => None,
-        (Some((before, after)), Some(h)) if crate::sites::valid_name(&h.to_ascii_lowercase()) => {
-            Some((before, h.to_ascii_lowercase(), after))
-        }
-        (Some(_), _) => return Err(ProxyError::BadRequest("no valid Host to redirect to")),
-    };
-    let to = match &host_part {
-        Some((before, h, after)) => format!("{before}{h}{after}"),
-        None => to.to_owned(),
-    };
+    let to = with_host(to, host)?;
     let to = to.as_str();
+    let mut expanded = String::new();
     match (&route.matcher.regex, to.contains('$')) {
         (Some(re), true) => re
             .captures(path)
@@ -93,24 +90,7 @@ fn redirect(
             .expand(to, &mut expanded),
         _ => expanded.push_str(to),
     }
-    let (target_path, own_query) = match to.split_once('?') {
-        Some(_) => expanded
-            .split_once('?')
-            .map_or((expanded.as_str(), None), |(p, q)| (p, Some(q))),
-        None => (expanded.as_str(), None),
-    };
-    let mut location: String =
-        percent_encoding::utf8_percent_encode(target_path, LOCATION).to_string();
-    // nginx: a replacement ending in `?` drops the request's arguments.
-    let keep = !to.ends_with('?');
-    let queries = own_query
-        .into_iter()
-        .chain(query.filter(|_| keep))
-        .filter(|q| !q.is_empty());
-    for (i, q) in queries.enumerate() {
-        location.push(if i == 0 { '?' } else { '&' });
-        location.push_str(q);
-    }
+    let location = location(to, &expanded, query);
     let value = HeaderValue::from_str(&location)
         .map_err(|_| ProxyError::BadRequest("redirect target is not a valid header value"))?;
     let mut resp = Response::new(ProxyBody::fixed(format!(
@@ -127,8 +107,43 @@ fn redirect(
     Ok(resp)
 }
 
+/// `to` with `{host}` replaced by the request's host, lower-cased; a redirect that needs
+/// a host the request does not validly have is refused.
+fn with_host(to: &str, host: Option<&str>) -> Result<String, ProxyError> {
+    match (to.split_once("{host}"), host) {
+        (None, _) => Ok(to.to_owned()),
+        (Some((before, after)), Some(h)) if crate::sites::valid_name(&h.to_ascii_lowercase()) => {
+            Ok(format!("{before}{}{after}", h.to_ascii_lowercase()))
+        }
+        (Some(_), _) => Err(ProxyError::BadRequest("no valid Host to redirect to")),
+    }
+}
+
+/// The `Location` value: the expanded target percent-encoded, then its own query and
+/// the request's (nginx: a replacement ending in `?` drops the request's arguments).
+fn location(to: &str, expanded: &str, query: Option<&str>) -> String {
+    let (target_path, own_query) = match to.split_once('?') {
+        Some(_) => expanded
+            .split_once('?')
+            .map_or((expanded, None), |(p, q)| (p, Some(q))),
+        None => (expanded, None),
+    };
+    let mut location: String =
+        percent_encoding::utf8_percent_encode(target_path, LOCATION).to_string();
+    let keep = !to.ends_with('?');
+    let queries = own_query
+        .into_iter()
+        .chain(query.filter(|_| keep))
+        .filter(|q| !q.is_empty());
+    for (i, q) in queries.enumerate() {
+        location.push(if i == 0 { '?' } else { '&' });
+        location.push_str(q);
+    }
+    location
+}
+
 /// `redirect_https`: 301 to the same host (without port) and target over https.
-pub(super) fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+pub(crate) fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
     let host = routing::request_host(req.uri(), req.headers())
         .ok_or(ProxyError::BadRequest("no Host to redirect to"))?;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());

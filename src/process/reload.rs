@@ -12,83 +12,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::supervisor::Supervisor;
+use super::trigger::{Reloads, Trigger};
 use crate::config::{self, Config, ReloadSettings};
 use crate::health::{Event, Events};
-use crate::supervisor::Supervisor;
-
-/// What the admin API shows at `GET /config`.
-#[derive(Debug, Clone)]
-pub struct ReloadStatus {
-    pub path: PathBuf,
-    pub generation: u64,
-    pub loaded_at: SystemTime,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<SystemTime>,
-    pub failures: u64,
-}
-
-/// Why a reload runs.
-#[derive(Debug)]
-pub enum Trigger {
-    File,
-    Signal,
-    Admin(oneshot::Sender<Result<u64, String>>),
-    /// SIGUSR2: hand the listening sockets to a new process, then drain and exit.
-    Upgrade,
-    /// A `--takeover` process asks for the listening sockets on the control socket.
-    Takeover(std::os::unix::net::UnixStream),
-}
-
-/// Handle to ask for reloads and read their status.
-#[derive(Debug, Clone)]
-pub struct Reloads {
-    tx: mpsc::Sender<Trigger>,
-    pub status: Arc<Mutex<ReloadStatus>>,
-}
-
-impl Reloads {
-    pub fn new(path: &Path) -> (Self, mpsc::Receiver<Trigger>) {
-        let (tx, rx) = mpsc::channel(64);
-        let status = ReloadStatus {
-            path: path.to_path_buf(),
-            generation: 1,
-            loaded_at: SystemTime::now(),
-            last_error: None,
-            last_error_at: None,
-            failures: 0,
-        };
-        (
-            Reloads {
-                tx,
-                status: Arc::new(Mutex::new(status)),
-            },
-            rx,
-        )
-    }
-
-    pub fn trigger(&self, t: Trigger) {
-        let _ = self.tx.try_send(t);
-    }
-
-    /// Reload now and wait for the outcome (admin API).
-    pub async fn reload_now(&self) -> Result<u64, String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Trigger::Admin(tx))
-            .await
-            .map_err(|_| "reloader stopped".to_owned())?;
-        rx.await.map_err(|_| "reloader stopped".to_owned())?
-    }
-
-    pub fn status(&self) -> Option<ReloadStatus> {
-        self.status.lock().ok().map(|s| s.clone())
-    }
-}
 
 /// Everything the reload loop owns.
 #[derive(Debug)]
@@ -108,110 +40,109 @@ pub struct Reloader {
     pub upgraded: Arc<tokio::sync::Notify>,
 }
 
+/// A reload's outcome: the generation applied, with its reload settings and the files
+/// to watch; or the error, as `GET /config` shows it.
+type Outcome = Result<(u64, ReloadSettings, Vec<PathBuf>), String>;
+
 /// Run the reload loop until `stop` flips, then shut the listeners down (drain).
-pub async fn run(r: Reloader, mut stop: watch::Receiver<bool>) {
-    let Reloader {
-        path,
-        settings,
-        watcher,
-        mut files,
-        mut sup,
-        events,
-        reloads,
-        mut rx,
-        extra_fds,
-        upgraded,
-    } = r;
-    let mut settings = settings;
-    let mut watcher = watcher;
+pub async fn run(mut r: Reloader, mut stop: watch::Receiver<bool>) {
     loop {
         let trigger = tokio::select! {
-            t = rx.recv() => match t { Some(t) => t, None => break },
+            t = r.rx.recv() => match t { Some(t) => t, None => break },
             _ = stop.wait_for(|s| *s) => break,
         };
         let outcome = match trigger {
-            Trigger::File => {
-                // Debounce: wait for quiet, swallowing the burst of events of one save.
-                tokio::time::sleep(settings.debounce).await;
-                while let Ok(Trigger::File) = rx.try_recv() {}
-                match reload(&path, &mut sup, &events).await {
-                    // A file caught mid-write or mid-rename: look once more before reporting.
-                    Err(_) => {
-                        tokio::time::sleep(settings.debounce * 2).await;
-                        reload(&path, &mut sup, &events).await
-                    }
-                    ok => ok,
-                }
-            }
-            Trigger::Signal => reload(&path, &mut sup, &events).await,
+            Trigger::File => r.on_file().await,
+            Trigger::Signal => reload(&r.path, &mut r.sup, &r.events).await,
             Trigger::Upgrade => {
-                let fds = sup.handover_fds(&extra_fds);
-                match crate::upgrade::handover(fds).await {
-                    Ok(pid) => {
-                        tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
-                        upgraded.notify_one();
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "upgrade failed; this process keeps serving")
-                    }
-                }
+                r.upgrade().await;
                 continue;
             }
             Trigger::Takeover(stream) => {
-                let fds = sup.handover_fds(&extra_fds);
-                let n = fds.len();
-                tracing::info!(sockets = n, "takeover: handing the listening sockets over");
-                match tokio::task::spawn_blocking(move || crate::takeover::give(stream, fds)).await
-                {
-                    Ok(Ok(())) => {
-                        tracing::info!("takeover: new process serves; draining and exiting");
-                        upgraded.notify_one();
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "takeover failed; this process keeps serving")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "takeover failed; this process keeps serving")
-                    }
-                }
+                r.takeover(stream).await;
                 continue;
             }
             Trigger::Admin(reply) => {
-                let r = reload(&path, &mut sup, &events).await;
-                let _ = reply.send(r.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone));
-                r
+                let o = reload(&r.path, &mut r.sup, &r.events).await;
+                let _ = reply.send(o.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone));
+                o
             }
         };
-        record(
-            &reloads,
-            &sup,
-            outcome.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone),
-        );
-        if let Ok((_, next, next_files)) = outcome {
-            if next.watch != settings.watch || next_files != files {
-                watcher = if next.watch {
-                    watch_files(&next_files, &reloads)
-                } else {
-                    None
-                };
-            }
-            settings = next;
-            files = next_files;
-        }
+        r.settle(outcome);
     }
-    drop(watcher);
+    drop(r.watcher);
     // Close our copies first: a listening socket must not outlive its accept loop, or
     // new connections would queue on it unanswered instead of being refused.
-    drop(extra_fds);
-    sup.shutdown().await;
+    drop(r.extra_fds);
+    r.sup.shutdown().await;
+}
+
+impl Reloader {
+    /// The file changed. Debounce: wait for quiet, swallowing the burst of events of
+    /// one save; a file caught mid-write or mid-rename is looked at once more.
+    async fn on_file(&mut self) -> Outcome {
+        tokio::time::sleep(self.settings.debounce).await;
+        while let Ok(Trigger::File) = self.rx.try_recv() {}
+        match reload(&self.path, &mut self.sup, &self.events).await {
+            Err(_) => {
+                tokio::time::sleep(self.settings.debounce * 2).await;
+                reload(&self.path, &mut self.sup, &self.events).await
+            }
+            ok => ok,
+        }
+    }
+
+    /// SIGUSR2: start the new binary with the sockets; drain and exit once it is ready.
+    async fn upgrade(&mut self) {
+        let fds = self.sup.handover_fds(&self.extra_fds);
+        match super::upgrade::handover(fds).await {
+            Ok(pid) => {
+                tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
+                self.upgraded.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
+        }
+    }
+
+    /// `--takeover`: hand the sockets to the asking process; drain and exit once it serves.
+    async fn takeover(&mut self, stream: std::os::unix::net::UnixStream) {
+        let fds = self.sup.handover_fds(&self.extra_fds);
+        tracing::info!(
+            sockets = fds.len(),
+            "takeover: handing the listening sockets over"
+        );
+        let given = tokio::task::spawn_blocking(move || super::takeover::give(stream, fds)).await;
+        match given.map_err(std::io::Error::other).and_then(|r| r) {
+            Ok(()) => {
+                tracing::info!("takeover: new process serves; draining and exiting");
+                self.upgraded.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "takeover failed; this process keeps serving"),
+        }
+    }
+
+    /// Record the outcome for `GET /config`; an applied config's reload settings and
+    /// watched files take effect (the watcher is remade when they changed).
+    fn settle(&mut self, outcome: Outcome) {
+        let generation = outcome.as_ref().map(|(g, _, _)| *g).map_err(Clone::clone);
+        record(&self.reloads, &self.sup, generation);
+        let Ok((_, next, next_files)) = outcome else {
+            return;
+        };
+        if next.watch != self.settings.watch || next_files != self.files {
+            self.watcher = if next.watch {
+                watch_files(&next_files, &self.reloads)
+            } else {
+                None
+            };
+        }
+        self.settings = next;
+        self.files = next_files;
+    }
 }
 
 /// Load, bind new listeners, publish, then start/stop accept loops.
-async fn reload(
-    path: &Path,
-    sup: &mut Supervisor,
-    events: &Events,
-) -> Result<(u64, ReloadSettings, Vec<PathBuf>), String> {
+async fn reload(path: &Path, sup: &mut Supervisor, events: &Events) -> Outcome {
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Reloading,
         sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Ready),
@@ -225,7 +156,7 @@ async fn reload(
     let mut fresh = Vec::new();
     for l in cfg.listeners.iter().filter(|l| !sup.serves(l.addr)) {
         fresh.push(
-            crate::listen::bind(l.addr, l.freebind)
+            super::listen::bind_addr(l.addr, l.freebind)
                 .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?,
         );
     }

@@ -1,0 +1,194 @@
+//! The start/stop sequence: the first snapshot, the process's tasks (health manager,
+//! accept loops, reloader, admin API, signals, takeover control socket), readiness,
+//! then on shutdown the lame duck period, the drain and the tasks joined in order.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::admin::{self, Admin};
+use super::listen::Listeners;
+use super::reload::{self, Reloader};
+use super::supervisor::Supervisor;
+use super::trigger::Reloads;
+use super::{signals, takeover};
+use crate::access::AccessLog;
+use crate::config::Config;
+use crate::health;
+use crate::metrics::Metrics;
+use crate::proxy::request::Shared;
+use crate::state::{SharedState, Snapshot, StatsTable};
+
+/// Serve until `shutdown` resolves, then stop accepting and let in-flight requests
+/// finish for at most the configured drain time. While running, the config file is
+/// reloaded on change, on SIGHUP and on the admin API's request.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with_ready(listeners, config, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the listeners accept and the config watcher is set up
+/// (also the moment systemd is told READY=1).
+pub async fn run_with_ready(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    let (access, writer) = match AccessLog::spawn(&config.log).await? {
+        Some((log, task)) => (Some(Arc::new(log)), Some(task)),
+        None => (None, None),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    // Flips first on a graceful stop: health checks fail during the lame duck period.
+    let (failing_tx, failing) = watch::channel(false);
+    let running = Running::start(listeners, &config, access, stop, failing);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    ready();
+    let lame_duck = tokio::select! {
+        _ = shutdown => running.shared.state.load().server.lame_duck,
+        _ = running.upgraded.notified() => {
+            tracing::info!("handed over to the new process");
+            Duration::ZERO
+        }
+    };
+    let _ = failing_tx.send(true);
+    if !lame_duck.is_zero() {
+        tracing::info!(
+            ?lame_duck,
+            "lame duck: health checks fail, requests still served"
+        );
+        tokio::time::sleep(lame_duck).await;
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    running.join().await;
+    if let Some(w) = writer {
+        let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The first generation's snapshot, and the server counters that outlive it.
+fn first_state(config: &Config) -> (Arc<SharedState>, StatsTable) {
+    let metrics = Arc::new(Metrics::new());
+    metrics.config_generation.set(1);
+    let mut stats = StatsTable::default();
+    let snapshot = Snapshot::build(config, 1, &mut stats, metrics, None);
+    (Arc::new(SharedState::new(snapshot)), stats)
+}
+
+/// A running process: the handles every request needs and its tasks.
+struct Running {
+    shared: Arc<Shared>,
+    /// Told when a USR2 upgrade handed over: this process should drain and exit.
+    upgraded: Arc<Notify>,
+    reloader: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
+    signals: JoinHandle<()>,
+    control: Option<JoinHandle<()>>,
+    health: JoinHandle<()>,
+}
+
+impl Running {
+    /// Start every task; the accept loops serve from here on.
+    fn start(
+        listeners: Listeners,
+        config: &Config,
+        access: Option<Arc<AccessLog>>,
+        stop: watch::Receiver<bool>,
+        failing: watch::Receiver<bool>,
+    ) -> Self {
+        let (state, stats) = first_state(config);
+        let (events, health) = health::spawn(state.clone(), stats, stop.clone());
+        let shared = Arc::new(Shared {
+            state: state.clone(),
+            access,
+            events: events.clone(),
+        });
+        let (reloads, reload_rx) = Reloads::new(&config.path);
+        let mut sup = Supervisor::new(shared.clone());
+        for l in listeners.proxy {
+            sup.start(l);
+        }
+        let signals = signals::spawn(reloads.clone(), shared.access.clone(), stop.clone());
+        let extra_fds = copies(listeners.admin.as_ref());
+        let admin = listeners.admin.map(|l| {
+            let admin = Admin {
+                state,
+                events: events.clone(),
+                reloads: reloads.clone(),
+                failing,
+            };
+            spawn_admin(l, admin, stop.clone())
+        });
+        let control = config
+            .control_socket
+            .clone()
+            .and_then(|p| takeover::listen(p, listeners.took_over, reloads.clone(), stop.clone()));
+        let upgraded = Arc::new(Notify::new());
+        let files = reload::watched(config);
+        let reloader = Reloader {
+            path: config.path.clone(),
+            settings: config.reload.clone(),
+            watcher: config
+                .reload
+                .watch
+                .then(|| reload::watch_files(&files, &reloads))
+                .flatten(),
+            files,
+            sup,
+            events,
+            reloads,
+            rx: reload_rx,
+            extra_fds,
+            upgraded: upgraded.clone(),
+        };
+        Running {
+            shared,
+            upgraded,
+            reloader: tokio::spawn(reload::run(reloader, stop)),
+            admin,
+            signals,
+            control,
+            health,
+        }
+    }
+
+    /// Wait for every task to end (the stop flag has flipped), in dependency order.
+    async fn join(self) {
+        let _ = self.reloader.await;
+        if let Some(t) = self.admin {
+            let _ = t.await;
+        }
+        let _ = self.signals.await;
+        if let Some(t) = self.control {
+            let _ = t.await;
+        }
+        let _ = self.health.await;
+        drop(self.shared);
+    }
+}
+
+/// Copies of the admin socket, handed over on upgrade with the proxy's.
+fn copies(admin: Option<&TcpListener>) -> Vec<OwnedFd> {
+    admin
+        .iter()
+        .filter_map(|l| std::os::fd::AsFd::as_fd(*l).try_clone_to_owned().ok())
+        .collect()
+}
+
+fn spawn_admin(l: TcpListener, admin: Admin, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tracing::info!(addr = ?l.local_addr().ok(), "admin API listening");
+    tokio::spawn(admin::serve(l, Arc::new(admin), stop))
+}
