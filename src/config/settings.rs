@@ -138,3 +138,11 @@ fn header_bytes(cx: &mut Check<'_>, v: &Option<Spanned<u64>>) -> usize {
     }
     n
 }
+
+/// `[reload]`: watch the config file (on by default), and the debounce after a change.
+pub(super) fn reload(cx: &mut Check<'_>, r: &super::file::FileReload) -> ReloadSettings {
+    ReloadSettings {
+        watch: r.watch.unwrap_or(true),
+        debounce: cx.duration(&r.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
+    }
+}

@@ -22,10 +22,9 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     let server = settings::server(&mut cx, &file.server);
     let log = settings::log(&mut cx, &file.log);
     let names: Vec<&str> = file.pools.keys().map(|k| k.get_ref().as_str()).collect();
-    let mut pools = Vec::new();
-    for (name, p) in &file.pools {
-        pools.push(super::pools::pool(&mut cx, name, p, &names));
-    }
+    let mut pools: Vec<PoolConfig> = (file.pools.iter())
+        .map(|(name, p)| super::pools::pool(&mut cx, name, p, &names))
+        .collect();
     super::pools::fallback_loops(&mut cx, &file, &pools);
     let mut routes = routes(&mut cx, &file.routes, &listeners, &pools);
     let (classes, warnings) = super::classes::resolve(&mut cx, &file, &mut pools, &mut routes);
@@ -34,10 +33,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     let admin = settings::admin(&mut cx, &file.admin);
     let workers = settings::workers(&mut cx, &file.runtime);
     let control_socket = settings::control_socket(&file.runtime);
-    let reload = ReloadSettings {
-        watch: file.reload.watch.unwrap_or(true),
-        debounce: cx.duration(&file.reload.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
-    };
+    let reload = settings::reload(&mut cx, &file.reload);
     if !cx.is_clean() {
         return Err(cx.into_errors());
     }
@@ -87,51 +83,64 @@ fn routes(
         if matcher.is_catch_all() && catch_all.is_none() {
             catch_all = Some((name, line));
         }
-        let (pool, action) = super::web::action(cx, route, pools, &matcher);
-        out.push(Route {
-            name: name.into(),
-            pool,
-            action,
-            internal: route.internal.unwrap_or(false),
-            accel_redirect: route.accel_redirect.unwrap_or(false),
-            compress: route.compress.unwrap_or(true),
-            // Numbered once every route is known (`classes.rs`).
-            class: 0,
-            error_pages: super::pages::load(cx, &route.error_pages),
-            response_headers_always: route.response_headers_always.unwrap_or(true),
-            max_body_size: route.max_body_size.as_ref().map(|_| {
-                cx.body_size(&route.max_body_size, "max_body_size")
-                    .unwrap_or(u64::MAX)
-            }),
-            matcher,
-            timeout: route
-                .timeout
-                .as_ref()
-                .map(|_| cx.duration(&route.timeout, "timeout", Duration::ZERO)),
-            set_request_headers: route
-                .set_request_headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    let name = header_name(cx, k)?;
-                    match crate::routing::HeaderTemplate::parse(v.get_ref()) {
-                        Ok(t) => Some((name, t)),
-                        Err(e) => {
-                            cx.err(v.span(), e);
-                            None
-                        }
-                    }
-                })
-                .collect(),
-            add_request_headers: header_pairs(cx, &route.add_request_headers),
-            remove_request_headers: route
-                .remove_request_headers
-                .iter()
-                .filter_map(|h| header_name(cx, h))
-                .collect(),
-            add_response_headers: header_pairs(cx, &route.add_response_headers),
-        });
+        out.push(self::route(cx, route, matcher, pools));
     }
     out
+}
+
+/// One route, its matcher already built; its class is numbered later (`classes.rs`).
+fn route(cx: &mut Check<'_>, route: &FileRoute, matcher: Matcher, pools: &[PoolConfig]) -> Route {
+    let (pool, action) = super::web::action(cx, route, pools, &matcher);
+    Route {
+        name: route.name.get_ref().as_str().into(),
+        pool,
+        action,
+        internal: route.internal.unwrap_or(false),
+        accel_redirect: route.accel_redirect.unwrap_or(false),
+        compress: route.compress.unwrap_or(true),
+        // Numbered once every route is known (`classes.rs`).
+        class: 0,
+        error_pages: super::pages::load(cx, &route.error_pages),
+        response_headers_always: route.response_headers_always.unwrap_or(true),
+        max_body_size: route.max_body_size.as_ref().map(|_| {
+            cx.body_size(&route.max_body_size, "max_body_size")
+                .unwrap_or(u64::MAX)
+        }),
+        matcher,
+        timeout: route
+            .timeout
+            .as_ref()
+            .map(|_| cx.duration(&route.timeout, "timeout", Duration::ZERO)),
+        set_request_headers: templates(cx, route),
+        add_request_headers: header_pairs(cx, &route.add_request_headers),
+        remove_request_headers: route
+            .remove_request_headers
+            .iter()
+            .filter_map(|h| header_name(cx, h))
+            .collect(),
+        add_response_headers: header_pairs(cx, &route.add_response_headers),
+    }
+}
+
+/// `set_request_headers`: values with `{placeholders}` filled per request.
+fn templates(
+    cx: &mut Check<'_>,
+    route: &FileRoute,
+) -> Vec<(http::HeaderName, crate::routing::HeaderTemplate)> {
+    route
+        .set_request_headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = header_name(cx, k)?;
+            match crate::routing::HeaderTemplate::parse(v.get_ref()) {
+                Ok(t) => Some((name, t)),
+                Err(e) => {
+                    cx.err(v.span(), e);
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 fn matcher(cx: &mut Check<'_>, m: &FileMatch, listeners: &[Listener]) -> Matcher {

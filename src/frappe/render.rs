@@ -305,14 +305,7 @@ fn pools(s: &mut String, b: &Bench, o: &Options) {
 }
 
 fn routes(s: &mut String, b: &Bench, o: &Options, sites: &str) {
-    let tls = tls_names(b);
-    if b.dns_multitenant && !tls.is_empty() {
-        let _ = writeln!(
-            s,
-            "[[routes]]   # :80 server for the TLS sites: return 301 https://$host$request_uri\nname = \"to-https\"\nmatch.listener = [\"http\", \"http6\"]\nmatch.host = {}\nmatch.path_regex = '(.*)'\nredirect = \"https://{{host}}$1\"\n",
-            list(&tls)
-        );
-    }
+    https_redirect(s, b);
     let _ = writeln!(
         s,
         "[[routes]]   # location /assets: try_files $uri =404; a year of caching\nname = \"assets\"\nmatch.path_prefix = \"/assets\"\nroot = {}\nfollow_symlinks = true   # sites/assets/<app> are symlinks into apps/\ncache_control = \"max-age=31536000\"\n",
@@ -332,6 +325,31 @@ fn routes(s: &mut String, b: &Bench, o: &Options, sites: &str) {
         s,
         "[[routes]]   # location ~* ^/files/.*.(htm|html|svg|xml): forced download, no rewrites\nname = \"files-download\"\nmatch.path_regex = '(?i)/files/.*.(htm|html|svg|xml).*'\nroot = {public}\npool = \"web\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nadd_response_headers = {{ \"Content-Disposition\" = \"attachment\" }}\n"
     );
+    strip_routes(s);
+    if !o.report_pool.is_empty() {
+        report_routes(s);
+    }
+    let _ = writeln!(
+        s,
+        "[[routes]]   # location /: try_files /<site>/public/$uri @webserver\nname = \"site\"\nroot = {public}\npool = \"web\"\naccel_redirect = true   # X-Use-X-Accel-Redirect: True\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}"
+    );
+}
+
+/// The :80 server of TLS sites: `return 301 https://$host$request_uri`.
+fn https_redirect(s: &mut String, b: &Bench) {
+    let tls = tls_names(b);
+    if b.dns_multitenant && !tls.is_empty() {
+        let _ = writeln!(
+            s,
+            "[[routes]]   # :80 server for the TLS sites: return 301 https://$host$request_uri\nname = \"to-https\"\nmatch.listener = [\"http\", \"http6\"]\nmatch.host = {}\nmatch.path_regex = '(.*)'\nredirect = \"https://{{host}}$1\"\n",
+            list(&tls)
+        );
+    }
+}
+
+/// nginx's `rewrite … permanent` rules of bench's config: trailing slash, `index.html`,
+/// `.html`.
+fn strip_routes(s: &mut String) {
     for (name, re, why) in [
         ("strip-slash", "(.+)/", "rewrite ^(.+)/$ $1 permanent"),
         (
@@ -350,25 +368,24 @@ fn routes(s: &mut String, b: &Bench, o: &Options, sites: &str) {
             "[[routes]]   # {why}\nname = \"{name}\"\nmatch.path_regex = '{re}'\nredirect = \"$1\"\n"
         );
     }
-    if !o.report_pool.is_empty() {
-        let methods: Vec<String> = REPORT_METHODS.iter().map(|m| (*m).to_owned()).collect();
-        let _ = writeln!(
-            s,
-            "[[routes]]   # --report-pool: a report `cmd` in the query, a form, multipart or JSON body\nname = \"reports-cmd\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.param.cmd = {}\n",
-            list(&methods)
-        );
-        let alt: Vec<String> = REPORT_METHODS
-            .iter()
-            .map(|m| m.replace('.', r"\."))
-            .collect();
-        let _ = writeln!(
-            s,
-            "[[routes]]   # --report-pool: /api/method/<report method> (v1, v2 too)\nname = \"reports-api\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.path_regex = '/api(/v1|/v2)?/method/({})/?'\n",
-            alt.join("|")
-        );
-    }
+}
+
+/// `--report-pool`: report methods in `cmd` (query, form, multipart, JSON) and under
+/// `/api/method/`, to the reports pool.
+fn report_routes(s: &mut String) {
+    let methods: Vec<String> = REPORT_METHODS.iter().map(|m| (*m).to_owned()).collect();
     let _ = writeln!(
         s,
-        "[[routes]]   # location /: try_files /<site>/public/$uri @webserver\nname = \"site\"\nroot = {public}\npool = \"web\"\naccel_redirect = true   # X-Use-X-Accel-Redirect: True\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}"
+        "[[routes]]   # --report-pool: a report `cmd` in the query, a form, multipart or JSON body\nname = \"reports-cmd\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.param.cmd = {}\n",
+        list(&methods)
+    );
+    let alt: Vec<String> = REPORT_METHODS
+        .iter()
+        .map(|m| m.replace('.', r"\."))
+        .collect();
+    let _ = writeln!(
+        s,
+        "[[routes]]   # --report-pool: /api/method/<report method> (v1, v2 too)\nname = \"reports-api\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.path_regex = '/api(/v1|/v2)?/method/({})/?'\n",
+        alt.join("|")
     );
 }

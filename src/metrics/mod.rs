@@ -211,7 +211,9 @@ impl Metrics {
         };
         m.register_requests(&mut registry);
         m.register_upstreams(&mut registry);
+        m.register_upstream_limits(&mut registry);
         m.register_process(&mut registry);
+        m.register_connections(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -244,6 +246,9 @@ impl Metrics {
             "Requests in flight per server",
             self.in_flight.clone(),
         );
+    }
+
+    fn register_upstream_limits(&self, r: &mut Registry) {
         r.register(
             "upstream_limit",
             "Requests a server may have in flight now (max_connections, or the adaptive limit); 0 = unlimited",
@@ -292,6 +297,9 @@ impl Metrics {
             "Config generation being served",
             self.config_generation.clone(),
         );
+    }
+
+    fn register_connections(&self, r: &mut Registry) {
         r.register(
             "tunnels_open",
             "WebSocket tunnels open",
@@ -321,47 +329,15 @@ impl Metrics {
 
     /// Create (or find) every request-path handle for `config`.
     pub fn prepare(&self, config: &Config) -> Prepared {
+        let pools: Vec<&str> = config.pools.iter().map(|p| &*p.name).collect();
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteHandles {
-                // One slot per pool, then `-` for answers no pool gave (files,
-                // redirects).
-                requests: config
-                    .pools
-                    .iter()
-                    .map(|p| &*p.name)
-                    .chain(["-"])
-                    .flat_map(|p| CLASSES.iter().map(move |c| (p, c)))
-                    .map(|(p, c)| {
-                        self.requests
-                            .get_or_create(&RequestLabels {
-                                route: r.name.to_string(),
-                                pool: p.to_owned(),
-                                class: (*c).to_owned(),
-                            })
-                            .clone()
-                    })
-                    .collect(),
-                duration: self
-                    .duration
-                    .get_or_create(&RouteLabels {
-                        route: r.name.to_string(),
-                    })
-                    .clone(),
-            })
+            .map(|r| self.route_handles(&r.name, &pools))
             .collect();
         let unrouted = CLASSES
             .iter()
-            .map(|c| {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        route: "-".into(),
-                        pool: "-".into(),
-                        class: (*c).to_owned(),
-                    })
-                    .clone()
-            })
+            .map(|c| self.request_counter("-", "-", c))
             .collect();
         let retries = config
             .pools
@@ -379,6 +355,36 @@ impl Metrics {
             unrouted,
             retries,
         }
+    }
+
+    /// A route's handles: one request counter per pool and status class, then `-` for
+    /// answers no pool gave (files, redirects), and its duration histogram.
+    fn route_handles(&self, route: &str, pools: &[&str]) -> RouteHandles {
+        RouteHandles {
+            requests: pools
+                .iter()
+                .copied()
+                .chain(["-"])
+                .flat_map(|p| CLASSES.iter().map(move |c| (p, c)))
+                .map(|(p, c)| self.request_counter(route, p, c))
+                .collect(),
+            duration: self
+                .duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    fn request_counter(&self, route: &str, pool: &str, class: &str) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                pool: pool.to_owned(),
+                class: class.to_owned(),
+            })
+            .clone()
     }
 
     /// Count one active check result (health manager, off the request path).

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::admin::{self, Admin};
 use super::listen::Listeners;
 use super::reload::{self, Reloader};
 use super::supervisor::Supervisor;
-use super::trigger::Reloads;
+use super::trigger::{Reloads, Trigger};
 use super::{signals, takeover};
 use crate::access::AccessLog;
 use crate::config::Config;
@@ -137,22 +137,9 @@ impl Running {
             .clone()
             .and_then(|p| takeover::listen(p, listeners.took_over, reloads.clone(), stop.clone()));
         let upgraded = Arc::new(Notify::new());
-        let files = reload::watched(config);
         let reloader = Reloader {
-            path: config.path.clone(),
-            settings: config.reload.clone(),
-            watcher: config
-                .reload
-                .watch
-                .then(|| reload::watch_files(&files, &reloads))
-                .flatten(),
-            files,
-            sup,
-            events,
-            reloads,
-            rx: reload_rx,
-            extra_fds,
             upgraded: upgraded.clone(),
+            ..reloader(config, sup, events, reloads, reload_rx, extra_fds)
         };
         Running {
             shared,
@@ -177,6 +164,34 @@ impl Running {
         }
         let _ = self.health.await;
         drop(self.shared);
+    }
+}
+
+/// The reload loop's state: the config's path and watched files, the accept loops, and
+/// its inbox.
+fn reloader(
+    config: &Config,
+    sup: Supervisor,
+    events: health::Events,
+    reloads: Reloads,
+    rx: mpsc::Receiver<Trigger>,
+    extra_fds: Vec<OwnedFd>,
+) -> Reloader {
+    let files = reload::watched(config);
+    let watch = config.reload.watch;
+    Reloader {
+        path: config.path.clone(),
+        settings: config.reload.clone(),
+        watcher: watch
+            .then(|| reload::watch_files(&files, &reloads))
+            .flatten(),
+        files,
+        sup,
+        events,
+        reloads,
+        rx,
+        extra_fds,
+        upgraded: Arc::new(Notify::new()),
     }
 }
 
