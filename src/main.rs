@@ -133,8 +133,14 @@ fn main() -> ExitCode {
         print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    let result = serve(&args, config);
-    match result {
+    let rt = match runtime(config.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match serve(&rt, &args, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "switchyard failed");
@@ -173,21 +179,25 @@ fn init_logging(args: &Args) -> Result<(), ExitCode> {
     Ok(())
 }
 
-/// Bind (or take over) the listeners and serve on a runtime of `workers` threads
-/// until a stop signal.
-fn serve(args: &Args, config: switchyard::config::Config) -> std::io::Result<()> {
-    // One worker runs on the current thread: no cross-thread scheduler at all.
-    let mut builder = if config.workers == 1 {
+/// The runtime of `[runtime] workers` threads. One worker runs on the current thread:
+/// no cross-thread scheduler at all.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.workers);
+        b.worker_threads(workers);
         b
     };
-    let rt = builder
-        .enable_all()
-        .build()
-        .map_err(|e| std::io::Error::other(format!("cannot start runtime: {e}")))?;
+    builder.enable_all().build()
+}
+
+/// Bind (or take over) the listeners and serve until a stop signal.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    config: switchyard::config::Config,
+) -> std::io::Result<()> {
     let mut taken = args.takeover.then(|| take_over(&config)).flatten();
     let sockets = taken
         .as_mut()

@@ -136,11 +136,8 @@ impl Running {
             .control_socket
             .clone()
             .and_then(|p| takeover::listen(p, listeners.took_over, reloads.clone(), stop.clone()));
-        let upgraded = Arc::new(Notify::new());
-        let reloader = Reloader {
-            upgraded: upgraded.clone(),
-            ..reloader(config, sup, events, reloads, reload_rx, extra_fds)
-        };
+        let reloader = reloader(config, sup, events, reloads, reload_rx, extra_fds);
+        let upgraded = reloader.upgraded.clone();
         Running {
             shared,
             upgraded,

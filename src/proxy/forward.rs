@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
-use crate::access::AccessRecord;
+use crate::access::{AccessLog, AccessRecord};
 use crate::metrics::{AtomicHistogram, class_of};
 use crate::proxy::action::{self, accel};
 use crate::proxy::error::ProxyError;
@@ -37,7 +37,7 @@ use crate::upstream::{InFlight, Pool};
 
 /// Serve one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ProxyBody> {
-    let opened = Accounting::open(conn, Instant::now());
+    let opened = Accounting::open(conn, shared, Instant::now());
     let snap = shared.state.load();
     // The listener is looked up once; every stage reads it from the context.
     let listener_index = snap.listener_index(conn.local);
@@ -77,11 +77,9 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
     };
     let mut resp = filter(resp, &snap, &meta, listener, accept);
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
-    let finish = opened.close(record, &snap, &mut meta, resp.status().as_u16(), shared);
-    resp.body_mut().set_finish(Finish {
-        in_flight,
-        ..finish
-    });
+    let status = resp.status().as_u16();
+    let finish = opened.close(record, in_flight, &snap, &mut meta, status);
+    resp.body_mut().set_finish(finish);
     resp
 }
 
@@ -132,26 +130,28 @@ struct Accounting {
     started: Instant,
     busy: Busy,
     bytes_in: Arc<AtomicU64>,
+    log: Option<Arc<AccessLog>>,
 }
 
 impl Accounting {
-    fn open(conn: &Conn, started: Instant) -> Self {
+    fn open(conn: &Conn, shared: &Shared, started: Instant) -> Self {
         Accounting {
             started,
             busy: Busy::new(&conn.busy),
             bytes_in: Arc::new(AtomicU64::new(0)),
+            log: shared.access.clone(),
         }
     }
 
-    /// What the end of the response settles: metrics, the access-log record (its
-    /// status, route, pool and server filled in now), the host slot.
+    /// What the end of the response settles: the server's place, metrics, the
+    /// access-log record (its status, route, pool and server filled in now), the host slot.
     fn close(
         self,
         record: Option<Box<AccessRecord>>,
+        in_flight: Option<InFlight>,
         snap: &Snapshot,
         meta: &mut Meta,
         status: u16,
-        shared: &Shared,
     ) -> Finish {
         if meta.outcome_unknown {
             snap.metrics.outcome_unknown.inc();
@@ -170,10 +170,10 @@ impl Accounting {
         });
         Finish {
             record,
-            log: shared.access.clone(),
+            log: self.log,
             bytes_in: self.bytes_in,
             started: self.started,
-            in_flight: None,
+            in_flight,
             busy: Some(self.busy),
             metrics,
             host_slot: meta.host_slot.take(),

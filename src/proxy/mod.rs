@@ -16,11 +16,14 @@
 //! Imports point down this list: a stage takes `request.rs`, `error.rs` and the
 //! response body, never the orchestrator or the loop above it.
 
-pub mod action;
-pub mod error;
-pub mod exchange;
-pub mod forward;
-pub mod request;
-pub mod respond;
-pub mod route;
+mod action;
+pub(crate) mod error;
+mod exchange;
+mod forward;
+pub(crate) mod request;
+mod respond;
+mod route;
 pub mod serve;
+
+pub use error::ProxyError;
+pub use respond::body::ProxyBody;

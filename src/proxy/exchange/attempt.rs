@@ -39,6 +39,8 @@ pub(crate) struct Exchange<'a> {
     pool: &'a Pool,
     route: &'a Route,
     parts: Parts,
+    /// The method may be sent again (`retry.idempotent`).
+    idempotent: bool,
     source: Source,
     /// The client side of a WebSocket upgrade, taken when the server agrees.
     on_client: Option<OnUpgrade>,
@@ -65,6 +67,7 @@ impl<'a> Exchange<'a> {
             cx,
             pool,
             route,
+            idempotent: pool.cfg.retry.idempotent.contains(&parts.method),
             parts,
             source: Source::Gone,
             on_client,
@@ -147,10 +150,9 @@ impl<'a> Exchange<'a> {
         meta: &mut Meta,
     ) -> Result<Tried, ProxyError> {
         let endpoint = in_flight.endpoint().clone();
-        let idempotent = self.pool.cfg.retry.idempotent.contains(&self.parts.method);
         // Headers are kept for another attempt if another server, or a re-send of a safe
         // request on a new connection, could follow.
-        let keep = may_retry || (idempotent && self.source.is_whole());
+        let keep = may_retry || (self.idempotent && self.source.is_whole());
         let (mut req, mut give_back) = self.build(&endpoint, keep);
         let mut reuse = true;
         loop {
@@ -185,10 +187,9 @@ impl<'a> Exchange<'a> {
         replay: VecDeque<Frame<Bytes>>,
     ) -> Result<Source, ProxyError> {
         let retry = &self.pool.cfg.retry;
-        let idempotent = retry.idempotent.contains(&self.parts.method);
         if replay.is_empty() && body.is_end_stream() {
             Ok(Source::Empty)
-        } else if idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
+        } else if self.idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
             Box::pin(keep(replay, body, self.cx.snap.server.body_timeout))
                 .await
                 .map(Source::Kept)

@@ -40,7 +40,7 @@ pub struct Finish {
     pub host_slot: Option<crate::host_limit::HostSlot>,
 }
 
-/// One request in flight on its client connection (see `proxy::Conn::busy`).
+/// One request in flight on its client connection (see `proxy::request::Conn::busy`).
 #[derive(Debug)]
 pub struct Busy(Arc<std::sync::atomic::AtomicUsize>);
 

@@ -72,7 +72,7 @@ pub struct Guarded<S> {
     send_timeout: std::time::Duration,
     /// Runs while a write waits; allocated the first time one does.
     send_timer: IdleTimer,
-    /// Requests in flight on this connection (see `proxy::Conn::busy`).
+    /// Requests in flight on this connection (see `proxy::request::Conn::busy`).
     busy: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
