@@ -249,7 +249,33 @@ fn retry(cx: &mut Check<'_>, r: &super::file::FileRetry) -> RetryPolicy {
         Some(a) => *a.get_ref(),
         None => DEFAULT_RETRY_ATTEMPTS,
     };
-    let idempotent = match &r.idempotent_methods {
+    let idempotent = idempotent_methods(cx, r);
+    let budget_ratio = match &r.budget_ratio {
+        Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
+            cx.err(
+                v.span(),
+                "`budget_ratio` is a share of requests between 0.0 and 1.0",
+            );
+            DEFAULT_RETRY_BUDGET_RATIO
+        }
+        Some(v) => *v.get_ref(),
+        None => DEFAULT_RETRY_BUDGET_RATIO,
+    };
+    RetryPolicy {
+        attempts,
+        idempotent,
+        on_timeout: r.on_timeout.unwrap_or(false),
+        body_limit: usize::try_from(r.body_limit.unwrap_or(0)).unwrap_or(usize::MAX),
+        budget_ratio,
+        budget_min_per_sec: r
+            .budget_min_per_sec
+            .unwrap_or(DEFAULT_RETRY_BUDGET_MIN_PER_SEC),
+    }
+}
+
+/// `idempotent_methods`: only methods RFC 9110 §9.2.2 calls idempotent may be re-sent.
+fn idempotent_methods(cx: &mut Check<'_>, r: &super::file::FileRetry) -> Vec<Method> {
+    match &r.idempotent_methods {
         None => DEFAULT_IDEMPOTENT
             .iter()
             .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
@@ -272,27 +298,6 @@ fn retry(cx: &mut Check<'_>, r: &super::file::FileRetry) -> RetryPolicy {
             }
             out
         }
-    };
-    let budget_ratio = match &r.budget_ratio {
-        Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
-            cx.err(
-                v.span(),
-                "`budget_ratio` is a share of requests between 0.0 and 1.0",
-            );
-            DEFAULT_RETRY_BUDGET_RATIO
-        }
-        Some(v) => *v.get_ref(),
-        None => DEFAULT_RETRY_BUDGET_RATIO,
-    };
-    RetryPolicy {
-        attempts,
-        idempotent,
-        on_timeout: r.on_timeout.unwrap_or(false),
-        body_limit: usize::try_from(r.body_limit.unwrap_or(0)).unwrap_or(usize::MAX),
-        budget_ratio,
-        budget_min_per_sec: r
-            .budget_min_per_sec
-            .unwrap_or(DEFAULT_RETRY_BUDGET_MIN_PER_SEC),
     }
 }
 

@@ -143,27 +143,11 @@ fn templates(
         .collect()
 }
 
+/// `match.*`: the conditions of a route, each checked where it can be.
 fn matcher(cx: &mut Check<'_>, m: &FileMatch, listeners: &[Listener]) -> Matcher {
-    let list = |v: &Option<Spanned<super::file::StringList>>| {
-        v.as_ref().map(|s| (s.span(), s.get_ref().0.clone()))
-    };
     let mut out = Matcher::default();
     if let Some((span, names)) = list(&m.listener) {
-        for n in names {
-            match listeners.iter().position(|l| *l.name == *n) {
-                Some(i) => out.listeners.push(i),
-                None => {
-                    let known: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
-                    cx.err(
-                        span.clone(),
-                        format!(
-                            "listener `{n}` is not defined; defined listeners: {}",
-                            known.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
+        out.listeners = listener_indexes(cx, span, &names, listeners);
     }
     if let Some((_, hosts)) = list(&m.host) {
         out.hosts = hosts.iter().map(|h| HostMatch::parse(h)).collect();
@@ -190,6 +174,43 @@ fn matcher(cx: &mut Check<'_>, m: &FileMatch, listeners: &[Listener]) -> Matcher
             }
         }
     }
+    fields(cx, m, &mut out);
+    out
+}
+
+/// A string or list of strings, with its span.
+fn list(v: &Option<Spanned<super::file::StringList>>) -> Option<(Range<usize>, Vec<String>)> {
+    v.as_ref().map(|s| (s.span(), s.get_ref().0.clone()))
+}
+
+/// `match.listener`: listener names, as indexes into the listeners.
+fn listener_indexes(
+    cx: &mut Check<'_>,
+    span: Range<usize>,
+    names: &[String],
+    listeners: &[Listener],
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for n in names {
+        match listeners.iter().position(|l| *l.name == **n) {
+            Some(i) => out.push(i),
+            None => {
+                let known: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
+                cx.err(
+                    span.clone(),
+                    format!(
+                        "listener `{n}` is not defined; defined listeners: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `match.query`, `match.header` and `match.param`: named fields and their values.
+fn fields(cx: &mut Check<'_>, m: &FileMatch, out: &mut Matcher) {
     for (name, v) in &m.query {
         let vm = match v.get_ref() {
             QueryValue::Present => ValueMatch::Present,
@@ -206,7 +227,6 @@ fn matcher(cx: &mut Check<'_>, m: &FileMatch, listeners: &[Listener]) -> Matcher
         out.params
             .push((name.get_ref().clone(), v.get_ref().0.clone()));
     }
-    out
 }
 
 /// Each pattern must match the whole path; all compile into one anchored alternation.

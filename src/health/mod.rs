@@ -5,8 +5,16 @@
 //! per (pool, server) and republishes the snapshot's pool views only on transitions,
 //! so the request path never waits on a probe or a lock.
 
+//!
+//! - `events.rs`: the manager's inbox ([`Event`], [`Events`]).
+//! - `tracker.rs`: one server's state as the manager keeps it.
+//! - `threshold.rs`: the rise/fall counter of active checks.
+//! - `probe.rs`: one probe, and the loop that probes a pool's servers.
+
+mod events;
 mod probe;
 mod threshold;
+mod tracker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,16 +22,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+pub use events::{Event, Events};
 pub use probe::probe;
 pub use threshold::Threshold;
 
-use crate::config::HealthCheck;
+use probe::probe_loop;
+use tracker::Tracker;
+
 use crate::state::{SharedState, Snapshot, StatsTable};
-use crate::upstream::{Pool, PoolView, ProbeRecord, ServerState};
+use crate::upstream::{Pool, PoolView, ProbeRecord};
 
 /// Events queued for the manager before senders start dropping them.
 const QUEUE: usize = 4096;
@@ -33,91 +44,6 @@ const TICK: Duration = Duration::from_millis(100);
 const SWEEP: Duration = Duration::from_secs(1);
 /// Slow-start weights are scaled by this so a ramp has steps.
 const RAMP_SCALE: u32 = 10;
-
-/// What changes server state.
-#[derive(Debug)]
-pub enum Event {
-    Probe {
-        pool: Arc<str>,
-        addr: SocketAddr,
-        ok: bool,
-        latency: Duration,
-        detail: String,
-    },
-    /// Live traffic failed `eject_after` times in a row (or `eject_after_5xx`).
-    Eject {
-        pool: Arc<str>,
-        addr: SocketAddr,
-        reason: &'static str,
-    },
-    /// A validated config to build and publish as the next generation; the reply is
-    /// the new generation number.
-    Apply {
-        config: Box<crate::config::Config>,
-        reply: oneshot::Sender<u64>,
-    },
-    /// Admin drain (`drain = true`) or enable; the reply says what happened.
-    Admin {
-        pool: String,
-        addr: SocketAddr,
-        drain: bool,
-        reply: oneshot::Sender<Result<&'static str, String>>,
-    },
-}
-
-/// Cheap handle to queue events; never blocks.
-#[derive(Debug, Clone)]
-pub struct Events(mpsc::Sender<Event>);
-
-impl Events {
-    pub fn send(&self, e: Event) {
-        if self.0.try_send(e).is_err() {
-            tracing::debug!("health event queue full; event dropped");
-        }
-    }
-
-    pub async fn send_wait(&self, e: Event) -> bool {
-        self.0.send(e).await.is_ok()
-    }
-}
-
-#[derive(Debug)]
-struct Tracker {
-    active: Option<Threshold>,
-    ejected_until: Option<Instant>,
-    /// Back from ejection in a pool with active checks: wait for one passing probe.
-    awaiting_probe: bool,
-    ejections: u32,
-    draining: bool,
-    /// When the server (re)joined, for slow start.
-    joined: Option<Instant>,
-    /// False for a server added by a reload to a pool with active checks until its
-    /// first probe result: its state is "unknown" and it gets no traffic.
-    probed: bool,
-}
-
-impl Tracker {
-    fn eligible(&self) -> bool {
-        !self.draining
-            && self.ejected_until.is_none()
-            && !self.awaiting_probe
-            && self.active.is_none_or(|c| c.is_healthy())
-    }
-
-    fn state(&self) -> ServerState {
-        if self.draining {
-            ServerState::Draining
-        } else if !self.probed {
-            ServerState::Unknown
-        } else if self.ejected_until.is_some() {
-            ServerState::Ejected
-        } else if self.eligible() {
-            ServerState::Healthy
-        } else {
-            ServerState::Unhealthy
-        }
-    }
-}
 
 struct Manager {
     state: Arc<SharedState>,
@@ -482,101 +408,5 @@ impl Manager {
             eligible.push((i, w));
         }
         PoolView::new(p.cfg.balance, eligible, &p.endpoints)
-    }
-}
-
-/// Probe every server of one pool each interval (at once when asked), concurrently,
-/// each with a little jitter and bounded by the probe timeout.
-async fn probe_loop(
-    pool: Arc<str>,
-    addrs: Vec<SocketAddr>,
-    check: HealthCheck,
-    tls: Option<crate::config::UpstreamTls>,
-    events: Events,
-    now: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut iv = tokio::time::interval(check.interval);
-    iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let jitter_ms = u64::try_from(check.interval.as_millis() / 10)
-        .unwrap_or(0)
-        .max(1);
-    loop {
-        tokio::select! {
-            _ = iv.tick() => {}
-            _ = now.notified() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let round = addrs.iter().map(|&addr| {
-            let (check, events, pool, tls) = (&check, &events, pool.clone(), &tls);
-            async move {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(..jitter_ms))).await;
-                let started = Instant::now();
-                let (ok, detail) =
-                    match tokio::time::timeout(check.timeout, probe(addr, check, tls.as_ref()))
-                        .await
-                    {
-                        Ok(Ok(status)) => (true, format!("status {status}")),
-                        Ok(Err(e)) => (false, e),
-                        Err(_) => (false, format!("timed out after {:?}", check.timeout)),
-                    };
-                events
-                    .send_wait(Event::Probe {
-                        pool,
-                        addr,
-                        ok,
-                        latency: started.elapsed(),
-                        detail,
-                    })
-                    .await;
-            }
-        });
-        tokio::select! {
-            _ = futures_util::future::join_all(round) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tracker() -> Tracker {
-        Tracker {
-            active: Some(Threshold::new(true, 1, 1)),
-            ejected_until: None,
-            awaiting_probe: false,
-            ejections: 0,
-            draining: false,
-            joined: None,
-            probed: true,
-        }
-    }
-
-    #[test]
-    fn states_follow_the_tracker() {
-        let mut t = tracker();
-        assert_eq!(t.state(), ServerState::Healthy);
-        t.probed = false;
-        t.awaiting_probe = true;
-        assert_eq!(
-            t.state(),
-            ServerState::Unknown,
-            "added by a reload, not probed yet"
-        );
-        assert!(!t.eligible());
-        t.probed = true;
-        assert_eq!(
-            t.state(),
-            ServerState::Unhealthy,
-            "probed, waiting for a pass"
-        );
-        t.awaiting_probe = false;
-        t.ejected_until = Some(Instant::now());
-        assert_eq!(t.state(), ServerState::Ejected);
-        t.draining = true;
-        assert_eq!(t.state(), ServerState::Draining);
-        assert!(!t.eligible());
     }
 }

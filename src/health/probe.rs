@@ -12,6 +12,13 @@ use tokio::net::TcpStream;
 
 use rustls::pki_types::ServerName;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::events::{Event, Events};
 use crate::config::{HealthCheck, UpstreamTls};
 
 /// Most body bytes read to look for `body_contains`.
@@ -103,4 +110,57 @@ where
     .await;
     driver.abort();
     result
+}
+
+/// Probe every server of one pool each interval (at once when asked), concurrently,
+/// each with a little jitter and bounded by the probe timeout.
+pub(super) async fn probe_loop(
+    pool: Arc<str>,
+    addrs: Vec<SocketAddr>,
+    check: HealthCheck,
+    tls: Option<crate::config::UpstreamTls>,
+    events: Events,
+    now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut iv = tokio::time::interval(check.interval);
+    iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let jitter_ms = u64::try_from(check.interval.as_millis() / 10)
+        .unwrap_or(0)
+        .max(1);
+    loop {
+        tokio::select! {
+            _ = iv.tick() => {}
+            _ = now.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let round = addrs.iter().map(|&addr| {
+            let (check, events, pool, tls) = (&check, &events, pool.clone(), &tls);
+            async move {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(..jitter_ms))).await;
+                let started = Instant::now();
+                let (ok, detail) =
+                    match tokio::time::timeout(check.timeout, probe(addr, check, tls.as_ref()))
+                        .await
+                    {
+                        Ok(Ok(status)) => (true, format!("status {status}")),
+                        Ok(Err(e)) => (false, e),
+                        Err(_) => (false, format!("timed out after {:?}", check.timeout)),
+                    };
+                events
+                    .send_wait(Event::Probe {
+                        pool,
+                        addr,
+                        ok,
+                        latency: started.elapsed(),
+                        detail,
+                    })
+                    .await;
+            }
+        });
+        tokio::select! {
+            _ = futures_util::future::join_all(round) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

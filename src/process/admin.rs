@@ -351,31 +351,8 @@ fn upstreams(snap: &Snapshot) -> Value {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let st = e.stats.status();
-                    let s = &e.stats;
-                    use std::sync::atomic::Ordering::Relaxed;
-                    json!({
-                        "server": e.addr.to_string(),
-                        "weight": e.weight,
-                        "state": st.state.as_str(),
-                        "in_rotation": view.is_some_and(|v| v.eligible.contains(&i)),
-                        "last_probe": st.last_probe.as_ref().map(|pr| json!({
-                            "at": rfc3339(pr.at), "ok": pr.ok, "latency_ms": pr.latency.as_secs_f64() * 1e3, "detail": pr.detail,
-                        })),
-                        "consecutive_successes": st.probe_successes,
-                        "consecutive_failures": st.probe_failures,
-                        "passive_consecutive_failures": s.consecutive_failures.load(Relaxed),
-                        "ejections": st.ejections,
-                        "ejected_until": st.ejected_until.map(rfc3339),
-                        "in_flight": e.in_flight(),
-                        "limit": p.admission.limit(e),
-                        "class_in_flight": snap.classes.iter().zip(e.class_in_flight.iter())
-                            .map(|(c, n)| (c.to_string(), json!(n.load(Relaxed))))
-                            .collect::<serde_json::Map<String, Value>>(),
-                        "requests": s.requests.load(Relaxed),
-                        "errors": s.errors.load(Relaxed),
-                        "latency_ewma_ms": s.ewma_us() / 1e3,
-                    })
+                    let in_rotation = view.is_some_and(|v| v.eligible.contains(&i));
+                    server(snap, p, e, in_rotation)
                 })
                 .collect();
             json!({
@@ -392,6 +369,40 @@ fn upstreams(snap: &Snapshot) -> Value {
         })
         .collect();
     json!({"generation": snap.generation, "pools": pools})
+}
+
+/// One server of `GET /upstreams`: its health, probes, ejections and counters.
+fn server(
+    snap: &Snapshot,
+    p: &crate::upstream::Pool,
+    e: &crate::upstream::Endpoint,
+    in_rotation: bool,
+) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = e.stats.status();
+    let s = &e.stats;
+    json!({
+        "server": e.addr.to_string(),
+        "weight": e.weight,
+        "state": st.state.as_str(),
+        "in_rotation": in_rotation,
+        "last_probe": st.last_probe.as_ref().map(|pr| json!({
+            "at": rfc3339(pr.at), "ok": pr.ok, "latency_ms": pr.latency.as_secs_f64() * 1e3, "detail": pr.detail,
+        })),
+        "consecutive_successes": st.probe_successes,
+        "consecutive_failures": st.probe_failures,
+        "passive_consecutive_failures": s.consecutive_failures.load(Relaxed),
+        "ejections": st.ejections,
+        "ejected_until": st.ejected_until.map(rfc3339),
+        "in_flight": e.in_flight(),
+        "limit": p.admission.limit(e),
+        "class_in_flight": snap.classes.iter().zip(e.class_in_flight.iter())
+            .map(|(c, n)| (c.to_string(), json!(n.load(Relaxed))))
+            .collect::<serde_json::Map<String, Value>>(),
+        "requests": s.requests.load(Relaxed),
+        "errors": s.errors.load(Relaxed),
+        "latency_ewma_ms": s.ewma_us() / 1e3,
+    })
 }
 
 /// Per class of a pool: priority, cap per server, waiting now, refused so far.

@@ -1,0 +1,56 @@
+//! The health manager's inbox: every change of server state arrives as an [`Event`]
+//! (probe results, passive ejections, configs to apply, admin drains), queued through
+//! the cheap [`Events`] handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// What changes server state.
+#[derive(Debug)]
+pub enum Event {
+    Probe {
+        pool: Arc<str>,
+        addr: SocketAddr,
+        ok: bool,
+        latency: Duration,
+        detail: String,
+    },
+    /// Live traffic failed `eject_after` times in a row (or `eject_after_5xx`).
+    Eject {
+        pool: Arc<str>,
+        addr: SocketAddr,
+        reason: &'static str,
+    },
+    /// A validated config to build and publish as the next generation; the reply is
+    /// the new generation number.
+    Apply {
+        config: Box<crate::config::Config>,
+        reply: oneshot::Sender<u64>,
+    },
+    /// Admin drain (`drain = true`) or enable; the reply says what happened.
+    Admin {
+        pool: String,
+        addr: SocketAddr,
+        drain: bool,
+        reply: oneshot::Sender<Result<&'static str, String>>,
+    },
+}
+
+/// Cheap handle to queue events; never blocks.
+#[derive(Debug, Clone)]
+pub struct Events(pub(super) mpsc::Sender<Event>);
+
+impl Events {
+    pub fn send(&self, e: Event) {
+        if self.0.try_send(e).is_err() {
+            tracing::debug!("health event queue full; event dropped");
+        }
+    }
+
+    pub async fn send_wait(&self, e: Event) -> bool {
+        self.0.send(e).await.is_ok()
+    }
+}
