@@ -49,7 +49,7 @@ async fn run(addr: std::net::SocketAddr, n: usize) -> usize {
 #[tokio::test(flavor = "current_thread")]
 async fn proxy_allocations_per_request_stay_bounded() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n", b.addr)).await;
+    let proxy = Proxy::start(&Config::one_pool([b.addr], "")).await;
     // Warm up: connection pools, buffers, lazy statics.
     assert_eq!(run(proxy.addr(), 200).await, 200);
     assert_eq!(run(b.addr, 200).await, 200);

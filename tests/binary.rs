@@ -50,18 +50,38 @@ mod tempfile_path {
     }
 }
 
-/// One listener on `addr` sending everything to `backend`, no access log, the admin
-/// API on `admin` (or off); `extra` (whole TOML sections) goes first.
+/// One listener on `addr` sending everything to `backend`, the admin API on `admin`
+/// (or off). The access log and the rest are the caller's.
+fn binary_config(
+    addr: impl std::fmt::Display,
+    admin: Option<SocketAddr>,
+    backend: impl std::fmt::Display,
+) -> Config {
+    let admin = admin.map_or("[admin]\nenabled = false".to_owned(), |a| {
+        format!("[admin]\naddr = \"{a}\"")
+    });
+    Config::bare()
+        .listener(addr, "")
+        .toml(&admin)
+        .pool("p", [backend], "")
+        .route("all", "p", "")
+}
+
+const NO_ACCESS_LOG: &str = "[log]\naccess_log = \"off\"";
+
+/// [`binary_config`] without an access log, and `extra` (whole TOML sections), written
+/// to a file.
 fn proxy_config(
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     backend: impl std::fmt::Display,
     extra: &str,
 ) -> tempfile_path::TempPath {
-    let admin = admin.map_or("enabled = false".to_owned(), |a| format!("addr = \"{a}\""));
-    write_config(&format!(
-        "{extra}[[listeners]]\naddr = \"{addr}\"\n[admin]\n{admin}\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    ))
+    write_config(
+        &binary_config(addr, admin, backend)
+            .toml(NO_ACCESS_LOG)
+            .toml(extra),
+    )
 }
 
 /// The binary on `cfg`, warnings and errors to the test's stderr.
@@ -115,51 +135,88 @@ fn check_accepts_shipped_configs_and_prints_summary() {
 
 #[test]
 fn check_reports_every_kind_of_bad_config_with_line_and_column() {
-    let base = "[[listeners]]\naddr = \"127.0.0.1:8080\"\n[pools.primary]\nservers = [\"127.0.0.1:8001\"]\n";
+    let base = r#"[[listeners]]
+addr = "127.0.0.1:8080"
+[pools.primary]
+servers = ["127.0.0.1:8001"]
+"#;
     let cases = [
         (
             "syntax",
-            "[[routes]]\nname = \"r\npool = \"primary\"\n",
+            r#"[[routes]]
+name = "r
+pool = "primary"
+"#,
             ":6:10: invalid basic string",
         ),
         (
             "unknown pool",
-            "[[routes]]\nname = \"reports\"\npool = \"secundary\"\n",
+            r#"[[routes]]
+name = "reports"
+pool = "secundary"
+"#,
             ":7:8: route `reports` uses pool `secundary`, which is not defined; defined pools: primary",
         ),
         (
             "empty pool",
-            "[pools.none]\nservers = []\n",
+            r#"[pools.none]
+servers = []
+"#,
             ":5:1: pool `none` has no servers",
         ),
         (
             "bad address",
-            "[pools.x]\nservers = [\"nowhere\"]\n",
+            r#"[pools.x]
+servers = ["nowhere"]
+"#,
             ":6:12: server address \"nowhere\" is not host:port",
         ),
         (
             "bad regex",
-            "[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path_regex = \"[\"\n",
+            r#"[[routes]]
+name = "r"
+pool = "primary"
+match.path_regex = "["
+"#,
             ":8:20: path_regex \"[\" does not compile",
         ),
         (
             "duplicate route",
-            "[[routes]]\nname = \"r\"\npool = \"primary\"\nmatch.path = \"/a\"\n[[routes]]\nname = \"r\"\npool = \"primary\"\n",
+            r#"[[routes]]
+name = "r"
+pool = "primary"
+match.path = "/a"
+[[routes]]
+name = "r"
+pool = "primary"
+"#,
             ":10:8: duplicate route name `r`",
         ),
         (
             "unreachable",
-            "[[routes]]\nname = \"all\"\npool = \"primary\"\n[[routes]]\nname = \"late\"\npool = \"primary\"\n",
+            r#"[[routes]]
+name = "all"
+pool = "primary"
+[[routes]]
+name = "late"
+pool = "primary"
+"#,
             ":9:8: route `late` can never match",
         ),
         (
             "bad duration",
-            "[pools.x]\nservers = [\"127.0.0.1:1\"]\nread_timeout = \"soon\"\n",
+            r#"[pools.x]
+servers = ["127.0.0.1:1"]
+read_timeout = "soon"
+"#,
             ":7:16: `read_timeout` = \"soon\" is not a duration",
         ),
         (
             "unknown key",
-            "[pools.x]\nservers = [\"127.0.0.1:1\"]\nretries = 3\n",
+            r#"[pools.x]
+servers = ["127.0.0.1:1"]
+retries = 3
+"#,
             ":7:1: unknown field `retries`",
         ),
     ];
@@ -173,7 +230,13 @@ fn check_reports_every_kind_of_bad_config_with_line_and_column() {
         );
     }
     let (code, _, stderr) = check(
-        "[[listeners]]\naddr = \"x\"\n[[routes]]\nname = \"a\"\npool = \"b\"\ntimeout = \"1 fortnight\"\n",
+        r#"[[listeners]]
+addr = "x"
+[[routes]]
+name = "a"
+pool = "b"
+timeout = "1 fortnight"
+"#,
     );
     assert_eq!(code, 64);
     assert!(
@@ -182,7 +245,16 @@ fn check_reports_every_kind_of_bad_config_with_line_and_column() {
     );
     // Type errors in different sections: each is reported at its place, not only the first.
     let (code, _, stderr) = check(&format!(
-        "{base}[pools.a]\nservers = [\"127.0.0.1:1\"]\nkeepalive = \"many\"\n[pools.b]\nservers = [\"127.0.0.1:2\"]\nread_timeout = 30\n[[routes]]\nname = 7\npool = \"a\"\n"
+        r#"{base}[pools.a]
+servers = ["127.0.0.1:1"]
+keepalive = "many"
+[pools.b]
+servers = ["127.0.0.1:2"]
+read_timeout = 30
+[[routes]]
+name = 7
+pool = "a"
+"#
     ));
     assert_eq!(code, 64, "{stderr}");
     for want in [":7:13:", ":10:16:", "a duration like \"30s\"", ":12:8:"] {
@@ -195,7 +267,14 @@ fn check_reports_every_kind_of_bad_config_with_line_and_column() {
         env!("CARGO_MANIFEST_DIR")
     );
     let (code, _, stderr) = check(&format!(
-        "[[listeners]]\naddr = \"127.0.0.1:8443\"\n[[listeners.tls]]\ncert = \"{cert}\"\nkey = \"/nonexistent/erp.key\"\n[pools.p]\nservers = [\"127.0.0.1:1\"]\n"
+        r#"[[listeners]]
+addr = "127.0.0.1:8443"
+[[listeners.tls]]
+cert = "{cert}"
+key = "/nonexistent/erp.key"
+[pools.p]
+servers = ["127.0.0.1:1"]
+"#
     ));
     assert_eq!(code, 64, "{stderr}");
     assert!(
@@ -235,20 +314,9 @@ impl Drop for Running {
 
 impl Running {
     async fn start(backend: SocketAddr) -> Running {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let cfg = write_config(&format!(
-            "[[listeners]]\naddr = \"{addr}\"\n[server]\ndrain_timeout = \"10s\"\n[log]\naccess_log = \"off\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-        ));
-        let child = spawn_bin(cfg.path());
-        eventually("switchyard accepts connections", || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
+        let addr = free_port();
+        let cfg = proxy_config(addr, None, backend, "[server]\ndrain_timeout = \"10s\"");
+        let child = spawn_serving(cfg.path(), addr).await;
         Running {
             child,
             addr,
@@ -299,17 +367,7 @@ async fn sigterm_drains_an_in_flight_request() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     let got = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "b"));
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = proxy.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "switchyard did not exit after draining"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_of(&mut proxy.child, "switchyard did not exit after draining").await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -433,24 +491,18 @@ async fn upgrade_handover_loses_no_connection() {
     let mut current = old_pid;
     for round in 0..3 {
         signal(current, "-USR2");
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let gone = if current == old_pid {
-                old.try_wait()
-                    .unwrap()
-                    .inspect(|s| assert_eq!(s.code(), Some(0)))
-                    .is_some()
-            } else {
-                exited(current)
-            };
-            if gone {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: process {current} did not hand over and exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if current == old_pid {
+            let status = exit_of(&mut old, &format!("round {round}: did not hand over")).await;
+            assert_eq!(status.code(), Some(0));
+        } else {
+            eventually(
+                &format!("round {round}: {current} hands over and exits"),
+                || {
+                    let gone = exited(current);
+                    async move { gone }
+                },
+            )
+            .await;
         }
         let next = admin_pid(admin)
             .await
@@ -534,17 +586,13 @@ async fn sighup_reloads_when_the_watcher_is_off() {
     let b = Backend::spawn("b").await;
     let addr = free_port();
     let text = |server: SocketAddr| {
-        format!(
-            "[[listeners]]\naddr = \"{addr}\"\n[admin]\nenabled = false\n[reload]\nwatch = false\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"{server}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-        )
+        binary_config(addr, None, server)
+            .toml("[reload]\nwatch = false")
+            .toml(NO_ACCESS_LOG)
     };
     let cfg = write_config(&text(a.addr));
-    let mut child = spawn_bin(cfg.path());
+    let mut child = spawn_serving(cfg.path(), addr).await;
     let url = format!("http://{addr}/x");
-    eventually("serves", || async {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await;
     assert_eq!(get(&url).await.body, "a");
     std::fs::write(cfg.path(), text(b.addr)).unwrap();
     let until = std::time::Instant::now() + Duration::from_millis(500);
@@ -578,9 +626,7 @@ fn a_mistyped_log_level_is_refused_and_logs_have_no_colour_off_a_terminal() {
     assert!(err.contains("did you mean `warn`?"), "{err}");
 
     // A listener that cannot bind logs an error line and exits: plain text.
-    let cfg = write_config(
-        "[[listeners]]\naddr = \"192.0.2.1:8080\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npool = \"p\"\n",
-    );
+    let cfg = write_config(&binary_config("192.0.2.1:8080", None, "127.0.0.1:9"));
     let out = Command::new(BIN)
         .arg("--config")
         .arg(cfg.path())
@@ -601,22 +647,12 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let cfg = write_config(&format!(
-        "[[listeners]]\naddr = \"{addr}\"\n[log]\naccess_log = \"{}\"\n[admin]\nenabled = false\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        log.display(),
-        b.addr
-    ));
-    let mut child = spawn_bin(cfg.path());
-    eventually("switchyard accepts connections", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await;
+    let addr = free_port();
+    let cfg = write_config(
+        &binary_config(addr, None, b.addr)
+            .toml(&format!("[log]\naccess_log = \"{}\"", log.display())),
+    );
+    let mut child = spawn_serving(cfg.path(), addr).await;
     assert_eq!(get(&format!("http://{addr}/before")).await.status, 200);
     file_gets("the first line is written", &log, "/before").await;
     std::fs::rename(&log, dir.join("access.log.1")).unwrap();
@@ -644,9 +680,14 @@ async fn usr1_reopens_the_access_log_and_quit_stops_gracefully() {
 async fn freebind_binds_an_address_the_host_does_not_have_yet() {
     let admin = free_port();
     let config = |freebind: bool| {
-        write_config(&format!(
-            "[[listeners]]\naddr = \"192.0.2.10:18080\"\nfreebind = {freebind}\n[admin]\naddr = \"{admin}\"\n[log]\naccess_log = \"off\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-        ))
+        write_config(
+            &Config::bare()
+                .listener("192.0.2.10:18080", &format!("freebind = {freebind}"))
+                .toml(&format!("[admin]\naddr = \"{admin}\""))
+                .toml(NO_ACCESS_LOG)
+                .pool("p", ["127.0.0.1:9"], "")
+                .route("all", "p", ""),
+        )
     };
     let without = config(false);
     let mut child = spawn_bin(without.path());
@@ -654,10 +695,7 @@ async fn freebind_binds_an_address_the_host_does_not_have_yet() {
     assert_eq!(status.code(), Some(1));
     let with = config(true);
     let mut child = spawn_bin(with.path());
-    eventually("switchyard runs and its admin API accepts", || async move {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
+    accepting(admin).await;
     assert!(child.try_wait().unwrap().is_none(), "it still runs");
     let _ = child.kill();
     let _ = child.wait();
@@ -681,12 +719,7 @@ async fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
 async fn lame_duck_fails_health_first_then_stops_listening() {
     let b = Backend::spawn("b").await;
     let (addr, admin) = (free_port(), free_port());
-    let cfg = proxy_config(
-        addr,
-        Some(admin),
-        b.addr,
-        "[server]\nlame_duck = \"600ms\"\n",
-    );
+    let cfg = proxy_config(addr, Some(admin), b.addr, "[server]\nlame_duck = \"600ms\"");
     let mut child = spawn_bin(cfg.path());
     let live = format!("http://{admin}/health/live");
     eventually("live", || async {
@@ -741,10 +774,7 @@ async fn an_inherited_socket_no_listener_wants_is_named_in_a_warning() {
     }])
     .unwrap();
     let mut child = cmd.spawn().unwrap();
-    eventually("serves", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await;
+    accepting(addr).await;
     signal(child.id(), "-TERM");
     exit_of(&mut child, "stops").await;
     let mut err = String::new();
@@ -843,6 +873,21 @@ async fn one_connection(addr: SocketAddr) -> String {
         Ok(Err(e)) => format!("read: {e}"),
         Err(_) => "timed out".into(),
     }
+}
+
+/// Wait (bounded) until `addr` accepts connections.
+async fn accepting(addr: SocketAddr) {
+    eventually(&format!("{addr} accepts connections"), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+}
+
+/// The binary on `cfg`, once its listener `addr` accepts connections.
+async fn spawn_serving(cfg: &std::path::Path, addr: SocketAddr) -> Child {
+    let child = spawn_bin(cfg);
+    accepting(addr).await;
+    child
 }
 
 /// Wait (bounded) until the file at `path` contains `text`.

@@ -60,15 +60,21 @@ async fn answer_ok(s: &mut TcpStream) -> bool {
         .is_ok()
 }
 
-fn config(app: std::net::SocketAddr, classes: bool) -> String {
-    let limits = if classes {
-        "max_connections = 2\nqueue_size = 100\nqueue_timeout = \"10s\"\n[pools.app.classes.report]\nmax_connections = 1\npriority = -10\n"
-    } else {
-        ""
-    };
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.app]\nservers = [\"{app}\"]\nread_timeout = \"10s\"\n{limits}\n[[routes]]\nname = \"reports\"\npool = \"app\"\nclass = \"report\"\nmatch.path_prefix = \"/report\"\n[[routes]]\nname = \"default\"\npool = \"app\"\n"
-    )
+/// Pool `app` with routes `reports` (class `report`, under `/report`) and `default`;
+/// `pool_keys` and `classes` are its limits.
+fn config(app: std::net::SocketAddr, pool_keys: &str, classes: &str) -> Config {
+    Config::new()
+        .pool("app", [app], pool_keys)
+        .toml(classes)
+        .route(
+            "reports",
+            "app",
+            r#"
+            class = "report"
+            match.path_prefix = "/report"
+            "#,
+        )
+        .route("default", "app", "")
 }
 
 /// One request on a new connection; its status and latency.
@@ -84,8 +90,14 @@ async fn timed(addr: std::net::SocketAddr, req: &'static [u8]) -> (u16, Duration
 }
 
 /// Six report clients in a closed loop and a transaction every 40 ms, for `secs`:
-/// (transaction latencies, failed transactions, reports completed).
-async fn storm(addr: std::net::SocketAddr, secs: u64) -> (Vec<Duration>, usize, usize) {
+/// (transaction latencies, failed transactions, reports completed). Transactions start
+/// once `fill` reports hold a worker of the app (whose `order` this is).
+async fn storm(
+    addr: std::net::SocketAddr,
+    secs: u64,
+    order: &Mutex<Vec<String>>,
+    fill: usize,
+) -> (Vec<Duration>, usize, usize) {
     let until = Instant::now() + Duration::from_secs(secs);
     let reports: Vec<_> = (0..6)
         .map(|_| {
@@ -106,8 +118,12 @@ async fn storm(addr: std::net::SocketAddr, secs: u64) -> (Vec<Duration>, usize, 
             })
         })
         .collect();
-    // Let the flood fill the workers first, as in the story.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The flood fills the workers first, as in the story.
+    eventually("the reports hold the workers", || {
+        let started = order.lock().unwrap().len();
+        async move { started >= fill }
+    })
+    .await;
     let mut tx = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(40));
     while Instant::now() < until {
@@ -140,14 +156,28 @@ fn p99(lat: &[Duration]) -> Duration {
 
 #[tokio::test]
 async fn capped_reports_leave_a_worker_for_transactions() {
-    let (addr, _) = app(2).await;
-    let bare = Proxy::start(&config(addr, false)).await;
-    let (lat, failed, reports) = storm(bare.addr(), 3).await;
+    let (addr, order) = app(2).await;
+    let bare = Proxy::start(&config(addr, r#"read_timeout = "10s""#, "")).await;
+    let (lat, failed, reports) = storm(bare.addr(), 3, &order, 2).await;
     let without = p99(&lat);
     bare.stop().await;
-    let (addr, _) = app(2).await;
-    let classed = Proxy::start(&config(addr, true)).await;
-    let (lat, failed_with, reports_with) = storm(classed.addr(), 3).await;
+    let (addr, order) = app(2).await;
+    let classed = Proxy::start(&config(
+        addr,
+        r#"
+        read_timeout = "10s"
+        max_connections = 2
+        queue_size = 100
+        queue_timeout = "10s"
+        "#,
+        r#"
+        [pools.app.classes.report]
+        max_connections = 1
+        priority = -10
+        "#,
+    ))
+    .await;
+    let (lat, failed_with, reports_with) = storm(classed.addr(), 3, &order, 1).await;
     let with = p99(&lat);
     eprintln!(
         "transactions p99: without classes {without:?} ({failed} failed, {reports} reports), with `report` capped at N-1 {with:?} ({failed_with} failed, {reports_with} reports)"
@@ -167,9 +197,15 @@ async fn capped_reports_leave_a_worker_for_transactions() {
 #[tokio::test]
 async fn the_highest_priority_goes_first_and_each_class_in_arrival_order() {
     let (addr, order) = app(1).await;
-    let toml = format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.app]\nservers = [\"{addr}\"]\nmax_connections = 1\n[pools.app.classes.report]\npriority = -10\n[[routes]]\nname = \"reports\"\npool = \"app\"\nclass = \"report\"\nmatch.path_prefix = \"/report\"\n[[routes]]\nname = \"default\"\npool = \"app\"\n"
-    );
+    let toml = config(
+        addr,
+        "max_connections = 1",
+        r#"
+        [pools.app.classes.report]
+        priority = -10
+        "#,
+    )
+    .toml(ADMIN);
     let p = Proxy::start(&toml).await;
     let a = p.addr();
     let mut all = vec![tokio::spawn(timed(
@@ -188,9 +224,18 @@ async fn the_highest_priority_goes_first_and_each_class_in_arrival_order() {
         b"GET /report/3 HTTP/1.1\r\nHost: erp\r\n\r\n",
         b"GET /d2 HTTP/1.1\r\nHost: erp\r\n\r\n",
     ];
-    for r in reqs {
+    // Each waits in the queue before the next is sent, so arrival order is known.
+    for (queued, r) in reqs.into_iter().enumerate() {
         all.push(tokio::spawn(timed(a, r)));
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        let url = p.admin_url("/upstreams");
+        eventually("the request waits in the pool's queue", || {
+            let url = url.clone();
+            async move {
+                let v: serde_json::Value = serde_json::from_str(&get(&url).await.body).unwrap();
+                v["pools"][0]["queued"] == queued + 1
+            }
+        })
+        .await;
     }
     for t in all {
         assert_eq!(t.await.unwrap().0, 200);
@@ -232,9 +277,17 @@ async fn the_adaptive_limit_follows_latency_and_is_visible() {
             });
         }
     });
-    let toml = format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.app]\nservers = [\"{addr}\"]\nmax_connections = 16\nlimit = \"adaptive\"\n[[routes]]\nname = \"all\"\npool = \"app\"\n"
-    );
+    let toml = Config::new()
+        .toml(ADMIN)
+        .pool(
+            "app",
+            [addr],
+            r#"
+            max_connections = 16
+            limit = "adaptive"
+            "#,
+        )
+        .route("all", "app", "");
     let p = Proxy::start(&toml).await;
     let limit = |p: &Proxy| {
         let url = p.admin_url("/upstreams");

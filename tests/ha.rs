@@ -18,18 +18,13 @@ async fn json(url: &str) -> Value {
     serde_json::from_str(&get(url).await.body).unwrap()
 }
 
-/// `in_rotation` of `server` in the admin `/upstreams` answer.
-async fn in_rotation(proxy: &Proxy, server: &Backend) -> bool {
-    let v = json(&proxy.admin_url("/upstreams")).await;
-    v["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["servers"].as_array().unwrap().clone())
-        .any(|s| s["server"] == server.addr.to_string() && s["in_rotation"] == true)
+/// Backends `a` and `b`, the pool most tests here balance over.
+async fn two_servers() -> (Backend, Backend) {
+    (Backend::spawn("a").await, Backend::spawn("b").await)
 }
 
-async fn state_of(proxy: &Proxy, server: &Backend) -> String {
+/// `server`'s entry in the admin `/upstreams` answer.
+async fn entry(proxy: &Proxy, server: &Backend) -> Option<Value> {
     let v = json(&proxy.admin_url("/upstreams")).await;
     v["pools"]
         .as_array()
@@ -37,25 +32,43 @@ async fn state_of(proxy: &Proxy, server: &Backend) -> String {
         .iter()
         .flat_map(|p| p["servers"].as_array().unwrap().clone())
         .find(|s| s["server"] == server.addr.to_string())
-        .map(|s| s["state"].as_str().unwrap().to_owned())
-        .unwrap()
 }
 
-fn pool_cfg(name: &str, servers: &[&Backend], extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!("[pools.{name}]\nservers = [{}]\n{extra}\n", list.join(", "))
+/// `in_rotation` of `server` in the admin `/upstreams` answer.
+async fn in_rotation(proxy: &Proxy, server: &Backend) -> bool {
+    entry(proxy, server)
+        .await
+        .is_some_and(|s| s["in_rotation"] == true)
 }
 
-const CHECKS: &str = "[pools.p.health]\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nhealthy_after = 1\nunhealthy_after = 1\n";
+async fn state_of(proxy: &Proxy, server: &Backend) -> String {
+    let s = entry(proxy, server).await.unwrap();
+    s["state"].as_str().unwrap().to_owned()
+}
+
+/// Active checks for `pool` that flip a server after one probe.
+fn checks(pool: &str) -> String {
+    format!(
+        r#"
+        [pools.{pool}.health]
+        path = "/"
+        interval = "100ms"
+        timeout = "300ms"
+        healthy_after = 1
+        unhealthy_after = 1
+        "#
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_under_load_fails_no_request_and_comes_back() {
     let mut a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{CHECKS}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "")
-    ))
+    let proxy = Proxy::start(
+        &Config::one_pool([a.addr, b.addr], "")
+            .toml(ADMIN)
+            .toml(&checks("p")),
+    )
     .await;
     let load = Load::start(proxy.url("/x"), 4);
     eventually("load reaches both servers", || async {
@@ -94,14 +107,9 @@ async fn killed_server_under_load_fails_no_request_and_comes_back() {
 
 #[tokio::test]
 async fn post_whose_backend_dies_after_the_body_is_502_and_sent_once() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
+    let (a, b) = two_servers().await;
     a.set_mode(Mode::DieAfterBody);
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "")
-    ))
-    .await;
+    let proxy = Proxy::start(&Config::one_pool([a.addr, b.addr], "")).await;
     // Round robin starts at `a`.
     let got = post(
         &proxy.url("/api/method/frappe.client.submit"),
@@ -130,11 +138,7 @@ async fn connect_failure_is_retried_for_any_method_with_the_body() {
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{dead_addr}\", \"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&Config::one_pool([dead_addr, b.addr], "")).await;
     for _ in 0..4 {
         let got = post(&proxy.url("/sink"), "application/json", r#"{"doc":"x"}"#).await;
         assert_eq!(got.status, 200, "{}", got.body);
@@ -146,12 +150,19 @@ async fn connect_failure_is_retried_for_any_method_with_the_body() {
 
 #[tokio::test]
 async fn frozen_server_is_ejected_by_read_timeout_and_gets_retried_when_the_pool_opts_in() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after = 1\n[pools.p.retry]\non_timeout = true\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "read_timeout = \"300ms\"")
-    ))
+    let (a, b) = two_servers().await;
+    let proxy = Proxy::start(
+        &Config::one_pool([a.addr, b.addr], r#"read_timeout = "300ms""#)
+            .toml(ADMIN)
+            .toml(
+                r#"
+                [pools.p.passive]
+                eject_after = 1
+                [pools.p.retry]
+                on_timeout = true
+                "#,
+            ),
+    )
     .await;
     a.set_mode(Mode::Frozen);
     for _ in 0..6 {
@@ -173,12 +184,12 @@ async fn frozen_server_is_ejected_by_read_timeout_and_gets_retried_when_the_pool
 
 #[tokio::test]
 async fn frozen_server_is_marked_down_by_active_checks_and_requests_never_wait_on_probes() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{CHECKS}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "")
-    ))
+    let (a, b) = two_servers().await;
+    let proxy = Proxy::start(
+        &Config::one_pool([a.addr, b.addr], "")
+            .toml(ADMIN)
+            .toml(&checks("p")),
+    )
     .await;
     a.set_mode(Mode::Frozen);
     eventually("frozen server unhealthy by probes alone", || async {
@@ -204,9 +215,13 @@ async fn frozen_server_is_marked_down_by_active_checks_and_requests_never_wait_o
 
     // Probes that hang for 30 s never hold up a request.
     let c = Backend::spawn("c").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{}[pools.p.health]\npath = \"/hang\"\ninterval = \"50ms\"\ntimeout = \"30s\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&c], "")
+    let proxy = Proxy::start(&Config::one_pool([c.addr], "").toml(
+        r#"
+        [pools.p.health]
+        path = "/hang"
+        interval = "50ms"
+        timeout = "30s"
+        "#,
     ))
     .await;
     for _ in 0..20 {
@@ -224,14 +239,20 @@ async fn frozen_server_is_marked_down_by_active_checks_and_requests_never_wait_o
 async fn reports_fall_back_to_primary_and_all_down_is_503() {
     let mut p = Backend::spawn("primary").await;
     let mut s = Backend::spawn("secondary").await;
-    let checks = |pool: &str| CHECKS.replace("pools.p.", &format!("pools.{pool}."));
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}{}{}{}[[routes]]\nname = \"reports\"\npool = \"secondary\"\nmatch.path_prefix = \"/api/method/frappe.desk.query_report.run\"\n[[routes]]\nname = \"default\"\npool = \"primary\"\n",
-        pool_cfg("primary", &[&p], ""),
-        checks("primary"),
-        pool_cfg("secondary", &[&s], "fallback = \"primary\""),
-        checks("secondary"),
-    ))
+    let proxy = Proxy::start(
+        &Config::new()
+            .toml(ADMIN)
+            .pool("primary", [p.addr], "")
+            .toml(&checks("primary"))
+            .pool("secondary", [s.addr], r#"fallback = "primary""#)
+            .toml(&checks("secondary"))
+            .route(
+                "reports",
+                "secondary",
+                r#"match.path_prefix = "/api/method/frappe.desk.query_report.run""#,
+            )
+            .route("default", "primary", ""),
+    )
     .await;
     let report = proxy.url("/api/method/frappe.desk.query_report.run");
     assert_eq!(get(&report).await.body, "secondary");
@@ -266,11 +287,13 @@ async fn reports_fall_back_to_primary_and_all_down_is_503() {
 
 #[tokio::test]
 async fn drain_and_enable_need_the_token() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\ntoken = \"s3cret\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "")
+    let (a, b) = two_servers().await;
+    let proxy = Proxy::start(&Config::one_pool([a.addr, b.addr], "").toml(
+        r#"
+        [admin]
+        addr = "{admin}"
+        token = "s3cret"
+        "#,
     ))
     .await;
     let drain = proxy.admin_url(&format!("/upstreams/p/{}/drain", a.addr));
@@ -306,7 +329,7 @@ async fn drain_and_enable_need_the_token() {
     .await;
     proxy.stop().await;
 
-    let no_token = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n", pool_cfg("p", &[&a], ""))).await;
+    let no_token = Proxy::start(&Config::one_pool([a.addr], "").toml(ADMIN)).await;
     let drain = no_token.admin_url(&format!("/upstreams/p/{}/drain", a.addr));
     assert_eq!(
         send(with(&drain, Some("Bearer anything"))).await.status,
@@ -324,7 +347,12 @@ fn counter(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_parse_and_move() {
     let a = Backend::spawn("a").await;
-    let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\nmatch.path_prefix = \"/in\"\n", pool_cfg("p", &[&a], ""))).await;
+    let proxy = Proxy::start(&Config::new().toml(ADMIN).pool("p", [a.addr], "").route(
+        "all",
+        "p",
+        r#"match.path_prefix = "/in""#,
+    ))
+    .await;
     get(&proxy.url("/in")).await;
     let before = get(&proxy.admin_url("/metrics")).await.body;
     for _ in 0..3 {
@@ -436,16 +464,14 @@ fn promtool_check(text: &str) {
 
 #[tokio::test]
 async fn hash_balancing_is_sticky_and_slow_start_ramps() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
+    let (a, b) = two_servers().await;
     let c = Backend::spawn("c").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg(
-            "p",
-            &[&a, &b, &c],
-            "balance = \"hash\"\nhash_key = \"cookie:io\""
-        )
+    let proxy = Proxy::start(&Config::one_pool(
+        [a.addr, b.addr, c.addr],
+        r#"
+        balance = "hash"
+        hash_key = "cookie:io"
+        "#,
     ))
     .await;
     let mut owners = std::collections::HashSet::new();
@@ -471,10 +497,15 @@ async fn hash_balancing_is_sticky_and_slow_start_ramps() {
     );
     proxy.stop().await;
 
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\ntoken = \"t\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "slow_start = \"4s\"")
-    ))
+    let proxy = Proxy::start(
+        &Config::one_pool([a.addr, b.addr], r#"slow_start = "4s""#).toml(
+            r#"
+        [admin]
+        addr = "{admin}"
+        token = "t"
+        "#,
+        ),
+    )
     .await;
     let admin = |action: &str| {
         Request::post(proxy.admin_url(&format!("/upstreams/p/{}/{action}", a.addr)))
@@ -511,15 +542,13 @@ async fn hash_balancing_is_sticky_and_slow_start_ramps() {
 async fn max_connections_queues_then_refuses() {
     let a = Backend::spawn("a").await;
     for (queue_timeout, want) in [("2s", 200u16), ("200ms", 503)] {
-        let proxy = Proxy::start(&format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-            pool_cfg(
-                "p",
-                &[&a],
-                &format!("max_connections = 1\nqueue_timeout = \"{queue_timeout}\"")
-            )
-        ))
-        .await;
+        let pool = format!(
+            r#"
+            max_connections = 1
+            queue_timeout = "{queue_timeout}"
+            "#
+        );
+        let proxy = Proxy::start(&Config::one_pool([a.addr], &pool)).await;
         let first = tokio::spawn(get_owned(proxy.url("/slow?ms=700")));
         let hits = a.hits();
         eventually("first request in flight", || async { a.hits() > hits }).await;
@@ -543,7 +572,13 @@ async fn get_owned(url: String) -> Got {
 async fn request_id_is_kept_only_from_a_trusted_proxy() {
     let a = Backend::spawn("a").await;
     for (trusted, keep) in [("", false), ("trusted_proxies = [\"127.0.0.1\"]", true)] {
-        let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n{trusted}\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n", pool_cfg("p", &[&a], ""))).await;
+        let proxy = Proxy::start(
+            &Config::bare()
+                .listener("{listen}", trusted)
+                .pool("p", [a.addr], "")
+                .route("all", "p", ""),
+        )
+        .await;
         let req = Request::get(proxy.url("/x"))
             .header("x-request-id", "outer-123")
             .body(Full::default())
@@ -564,12 +599,13 @@ async fn request_id_is_kept_only_from_a_trusted_proxy() {
 
 #[tokio::test]
 async fn consecutive_5xx_eject_when_configured() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
+    let (a, b) = two_servers().await;
     a.set_mode(Mode::Fail);
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n{}[pools.p.passive]\neject_after_5xx = 2\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "")
+    let proxy = Proxy::start(&Config::one_pool([a.addr, b.addr], "").toml(ADMIN).toml(
+        r#"
+                [pools.p.passive]
+                eject_after_5xx = 2
+                "#,
     ))
     .await;
     // A 500 is an answer, passed through (not retried: the server did respond).
@@ -645,18 +681,12 @@ async fn send_to(proxy: &Proxy, req: http::Request<http_body_util::Full<bytes::B
     send(http::Request::from_parts(parts, body)).await
 }
 
-fn keepalive_config(addr: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\n{extra}\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    )
-}
-
 #[tokio::test]
 async fn writes_reuse_keepalive_connections_retired_before_the_server_closes_them() {
     // The server keeps connections 300 ms; the proxy retires them after 100 ms. Pauses
     // of 150 ms and none alternate, so requests meet both warm and retired connections.
     let (addr, hits, conns) = keepalive_backend(Duration::from_millis(300), None).await;
-    let proxy = Proxy::start(&keepalive_config(addr, "idle_timeout = \"100ms\"")).await;
+    let proxy = Proxy::start(&Config::one_pool([addr], r#"idle_timeout = "100ms""#)).await;
     for i in 0..30 {
         let got = send_to(&proxy, write_or_read(i)).await;
         assert_eq!(
@@ -686,7 +716,7 @@ async fn a_server_announced_keepalive_shortens_the_idle_time() {
     // Default idle_timeout (1.5 s), but the server says `timeout=1` and closes after
     // 1 s: connections are retired at 750 ms, so a write after 900 ms never meets the close.
     let (addr, hits, conns) = keepalive_backend(Duration::from_secs(1), Some(1)).await;
-    let proxy = Proxy::start(&keepalive_config(addr, "")).await;
+    let proxy = Proxy::start(&Config::one_pool([addr], "")).await;
     for i in 1..=3 {
         let got = send_to(&proxy, write_or_read(i)).await;
         assert_eq!(got.status, 200, "request {i}: {}", got.body);
@@ -707,7 +737,7 @@ async fn a_write_that_loses_the_keepalive_race_is_502_unknown_and_never_sent_twi
     // saying so. Reads are sent again on a new connection; a write that meets the close
     // is answered 502 with its outcome unknown, and is never applied twice.
     let (addr, hits, _) = keepalive_backend(Duration::ZERO, None).await;
-    let proxy = Proxy::start(&keepalive_config(addr, "")).await;
+    let proxy = Proxy::start(&Config::one_pool([addr], "")).await;
     let mut ok = 0;
     for i in 0..30 {
         let got = send_to(&proxy, write_or_read(i)).await;
@@ -735,11 +765,10 @@ async fn a_write_that_loses_the_keepalive_race_is_502_unknown_and_never_sent_twi
 /// on it), and not a GET either (a slow report run twice doubles the load).
 #[tokio::test]
 async fn read_timeouts_are_not_retried_by_default_for_any_method() {
-    let a = Backend::spawn("a").await;
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{}[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        pool_cfg("p", &[&a, &b], "read_timeout = \"300ms\"")
+    let (a, b) = two_servers().await;
+    let proxy = Proxy::start(&Config::one_pool(
+        [a.addr, b.addr],
+        r#"read_timeout = "300ms""#,
     ))
     .await;
     for method in ["DELETE", "PUT", "GET"] {
@@ -769,11 +798,7 @@ async fn read_timeouts_are_not_retried_by_default_for_any_method() {
 #[tokio::test]
 async fn admin_answers_head_and_refuses_wrong_methods_with_405() {
     let b = Backend::spawn("b").await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
-    .await;
+    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(ADMIN)).await;
     let admin = p.admin.unwrap();
     let got = raw(
         admin,
@@ -814,10 +839,20 @@ async fn admin_answers_head_and_refuses_wrong_methods_with_405() {
 async fn health_live_and_ready_answer_separately() {
     let up = Backend::spawn("up").await;
     let dead = free_port();
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.up]\nservers = [\"{}\"]\n[pools.down]\nservers = [\"{dead}\"]\n[pools.down.health]\ninterval = \"100ms\"\nunhealthy_after = 1\n[[routes]]\nname = \"all\"\npool = \"up\"\n",
-        up.addr
-    ))
+    let p = Proxy::start(
+        &Config::new()
+            .toml(ADMIN)
+            .pool("up", [up.addr], "")
+            .pool("down", [dead], "")
+            .toml(
+                r#"
+                [pools.down.health]
+                interval = "100ms"
+                unhealthy_after = 1
+                "#,
+            )
+            .route("all", "up", ""),
+    )
     .await;
     eventually("the dead pool is marked down", || async {
         get(&p.admin_url("/health/ready")).await.status == 503

@@ -8,6 +8,8 @@
 //! Needs root (network namespaces), keepalived, curl and iproute2; skipped with a
 //! message otherwise.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
@@ -15,6 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use support::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -167,14 +171,18 @@ impl Pair {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("who"), n).unwrap();
         let cfg = self.dir.join(format!("switchyard-{n}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[[listeners]]\naddr = \"{VIP}:8080\"\nfreebind = true\n[admin]\naddr = \"127.0.0.1:9901\"\n[log]\naccess_log = \"off\"\n[[routes]]\nname = \"who\"\nroot = \"{}\"\n",
-                root.display()
-            ),
-        )
-        .unwrap();
+        let config = Config::bare()
+            .listener(format!("{VIP}:8080"), "freebind = true")
+            .toml(
+                r#"
+                [admin]
+                addr = "127.0.0.1:9901"
+                [log]
+                access_log = "off"
+                "#,
+            )
+            .action_route("who", &format!("root = \"{}\"", root.display()));
+        std::fs::write(&cfg, config).unwrap();
         let cfg_s = cfg.display().to_string();
         self.spawn(
             n,

@@ -40,15 +40,23 @@ async fn run(backend: SocketAddr, n: usize, tag: &str) -> u64 {
         std::process::id()
     ));
     let out = dir.join(format!("switchyard-instr-{}-{tag}.out", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[listeners]]\naddr = \"{listen}\"\n[admin]\nenabled = false\n[log]\naccess_log = \"off\"\n\
-             [reload]\nwatch = false\n[runtime]\nworkers = 1\n\
-             [pools.app]\nservers = [\"{backend}\"]\n[[routes]]\nname = \"all\"\npool = \"app\"\n"
-        ),
-    )
-    .unwrap();
+    let config = Config::bare()
+        .listener(listen, "")
+        .toml(
+            r#"
+            [admin]
+            enabled = false
+            [log]
+            access_log = "off"
+            [reload]
+            watch = false
+            [runtime]
+            workers = 1
+            "#,
+        )
+        .pool("app", [backend], "")
+        .route("all", "app", "");
+    std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new("valgrind")
         .args(["--tool=callgrind", "--quiet"])
         .arg(format!("--callgrind-out-file={}", out.display()))

@@ -21,12 +21,18 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[server]\nheader_timeout = \"300ms\"\nmax_header_bytes = 8192\nmax_uri_bytes = 2048\n[log]\naccess_log = \"{}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        log.display(),
-        b.addr
-    ))
-    .await;
+    let settings = format!(
+        r#"
+        [server]
+        header_timeout = "300ms"
+        max_header_bytes = 8192
+        max_uri_bytes = 2048
+        [log]
+        access_log = "{}"
+        "#,
+        log.display()
+    );
+    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(&settings)).await;
     let addr = p.addr();
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(3000));
     let cases: [(&[u8], &str); 8] = [

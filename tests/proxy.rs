@@ -12,16 +12,32 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn one_pool(server: &str, extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{extra}\n[pools.p]\nservers = [\"{server}\"]\nread_timeout = \"500ms\"\n[[routes]]\nname = \"all\"\npool = \"p\"\nadd_request_headers = {{ \"X-Added\" = \"yes\" }}\nremove_request_headers = [\"X-Drop\"]\nadd_response_headers = {{ \"X-Served-From\" = \"p\" }}\n"
-    )
+/// Pool `p` of `server`, and route `all` with header rules to see at the backend.
+fn one_pool(server: impl std::fmt::Display) -> Config {
+    Config::new()
+        .pool("p", [server], r#"read_timeout = "500ms""#)
+        .route(
+            "all",
+            "p",
+            r#"
+            add_request_headers = { "X-Added" = "yes" }
+            remove_request_headers = ["X-Drop"]
+            add_response_headers = { "X-Served-From" = "p" }
+            "#,
+        )
+}
+
+/// Backend `b` behind [`one_pool`].
+async fn proxied() -> (Backend, Proxy) {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&one_pool(b.addr)).await;
+    (b, proxy)
 }
 
 #[tokio::test]
 async fn forwarded_headers_replace_untrusted_and_append_trusted() {
     let b = Backend::spawn("b").await;
-    let untrusted = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let untrusted = Proxy::start(&one_pool(b.addr)).await;
     let req = Request::get(untrusted.url("/x"))
         .header("host", "erp.example.com")
         .header("x-forwarded-for", "6.6.6.6")
@@ -39,10 +55,12 @@ async fn forwarded_headers_replace_untrusted_and_append_trusted() {
     assert_eq!(h["host"], "erp.example.com", "Host is preserved");
     untrusted.stop().await;
 
-    let trusted = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
+    let trusted = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", r#"trusted_proxies = ["127.0.0.0/8"]"#)
+            .pool("p", [b.addr], "")
+            .route("all", "p", ""),
+    )
     .await;
     let req = Request::get(trusted.url("/x"))
         .header("x-forwarded-for", "203.0.113.7")
@@ -59,8 +77,7 @@ async fn forwarded_headers_replace_untrusted_and_append_trusted() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_do_not_reach_the_backend() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let resp = raw(
         proxy.addr(),
         b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: Basic eA==\r\nX-Drop: 1\r\nX-Kept: 1\r\n\r\n",
@@ -92,7 +109,7 @@ async fn dead_backend_is_502_and_silent_backend_is_504() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let proxy = Proxy::start(&one_pool(&dead_addr.to_string(), "")).await;
+    let proxy = Proxy::start(&one_pool(dead_addr)).await;
     let got = get(&proxy.url("/x")).await;
     assert_eq!(got.status, 502);
     assert_eq!(
@@ -109,7 +126,7 @@ async fn dead_backend_is_502_and_silent_backend_is_504() {
             held.push(s);
         }
     });
-    let proxy = Proxy::start(&one_pool(&silent_addr.to_string(), "")).await;
+    let proxy = Proxy::start(&one_pool(silent_addr)).await;
     let got = get(&proxy.url("/x")).await;
     assert_eq!(got.status, 504);
     assert!(
@@ -125,9 +142,10 @@ async fn dead_backend_is_502_and_silent_backend_is_504() {
 #[tokio::test]
 async fn route_timeout_cuts_a_slow_upstream() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\ntimeout = \"300ms\"\n",
-        b.addr
+    let proxy = Proxy::start(&Config::new().pool("p", [b.addr], "").route(
+        "all",
+        "p",
+        r#"timeout = "300ms""#,
     ))
     .await;
     assert_eq!(get(&proxy.url("/slow?ms=2000")).await.status, 504);
@@ -137,8 +155,7 @@ async fn route_timeout_cuts_a_slow_upstream() {
 
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
@@ -171,7 +188,7 @@ async fn informational_response_is_not_taken_as_final() {
         let _ = s.read(&mut buf).await.unwrap();
         s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal").await.unwrap();
     });
-    let proxy = Proxy::start(&one_pool(&addr.to_string(), "")).await;
+    let proxy = Proxy::start(&one_pool(addr)).await;
     let got = get(&proxy.url("/x")).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "final"));
     server.await.unwrap();
@@ -180,8 +197,7 @@ async fn informational_response_is_not_taken_as_final() {
 
 #[tokio::test]
 async fn expect_100_continue_is_answered_before_the_body() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     s.write_all(
         b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
@@ -208,8 +224,7 @@ async fn expect_100_continue_is_answered_before_the_body() {
 
 #[tokio::test]
 async fn chunked_request_with_trailers_passes() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let resp = raw(
         proxy.addr(),
         b"POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n",
@@ -222,8 +237,7 @@ async fn chunked_request_with_trailers_passes() {
 
 #[tokio::test]
 async fn ambiguous_or_malformed_requests_are_400_and_never_forwarded() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let cases: [(&str, &[u8]); 10] = [
         ("CL + TE", b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("TE + CL", b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
@@ -294,9 +308,12 @@ async fn ambiguous_or_malformed_requests_are_400_and_never_forwarded() {
 #[tokio::test]
 async fn oversized_header_is_431_and_oversized_target_is_414() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(
-        &b.addr.to_string(),
-        "[server]\nmax_header_bytes = 16384\nmax_uri_bytes = 4096",
+    let proxy = Proxy::start(&one_pool(b.addr).toml(
+        r#"
+        [server]
+        max_header_bytes = 16384
+        max_uri_bytes = 4096
+        "#,
     ))
     .await;
     let big = format!(
@@ -318,9 +335,12 @@ async fn oversized_header_is_431_and_oversized_target_is_414() {
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(
-        &b.addr.to_string(),
-        "[server]\nheader_timeout = \"300ms\"\nbody_timeout = \"300ms\"",
+    let proxy = Proxy::start(&one_pool(b.addr).toml(
+        r#"
+        [server]
+        header_timeout = "300ms"
+        body_timeout = "300ms"
+        "#,
     ))
     .await;
     // Slowloris: a header section that never ends.
@@ -366,8 +386,7 @@ async fn slow_clients_are_cut_off() {
 /// one is served, the smuggling one is refused with 400 and nothing after it is read.
 #[tokio::test]
 async fn smuggling_after_a_clean_request_is_refused() {
-    let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let (b, proxy) = proxied().await;
     let data = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let resp = raw(proxy.addr(), data).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
@@ -393,10 +412,18 @@ async fn access_log_writes_one_line_per_request() {
             std::process::id()
         ));
         let _ = std::fs::remove_file(&path);
-        let proxy = Proxy::start(&format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[log]\naccess_log = \"{}\"\naccess_format = \"{format}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\nmatch.path_prefix = \"/in\"\n",
-            path.display(),
-            b.addr
+        let log = format!(
+            r#"
+            [log]
+            access_log = "{}"
+            access_format = "{format}"
+            "#,
+            path.display()
+        );
+        let proxy = Proxy::start(&Config::new().toml(&log).pool("p", [b.addr], "").route(
+            "all",
+            "p",
+            r#"match.path_prefix = "/in""#,
         ))
         .await;
         let req = Request::get(proxy.url("/in?q=1"))
@@ -434,7 +461,7 @@ async fn access_log_writes_one_line_per_request() {
 #[tokio::test]
 async fn head_gets_headers_and_no_body() {
     let b = Backend::spawn("backend").await;
-    let proxy = Proxy::start(&one_pool(&b.addr.to_string(), "")).await;
+    let proxy = Proxy::start(&one_pool(b.addr)).await;
     let resp = raw(
         proxy.addr(),
         b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -474,11 +501,7 @@ async fn idle_keep_alive_connections_park_and_keep_serving() {
     // buffers are freed. It must then serve its next request, and pipelined ones, as
     // if nothing happened.
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&Config::one_pool([b.addr], "").toml(ADMIN)).await;
     let metric = |name: &'static str, want: u64| {
         let url = proxy.admin_url("/metrics");
         async move {
@@ -580,10 +603,7 @@ async fn numbered_connections_backend() -> std::net::SocketAddr {
 #[tokio::test]
 async fn idle_upstream_connections_reuse_the_same_few_first() {
     let backend = numbered_connections_backend().await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{backend}\"]\nkeepalive = 16\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    ))
-    .await;
+    let p = Proxy::start(&Config::one_pool([backend], "keepalive = 16")).await;
     // Eight requests at once open eight upstream connections, which all go idle.
     let slow = p.url("/slow");
     let burst: Vec<_> = (0..8)

@@ -29,12 +29,24 @@ async fn admin_json(proxy: &Proxy, path: &str) -> Value {
     serde_json::from_str(&get(&proxy.admin_url(path)).await.body).unwrap()
 }
 
-fn gen_config(listen: &str, i: usize, servers: &[&Backend]) -> String {
+/// Reloads apply 20 ms after an edit.
+const FAST_RELOAD: &str = r#"
+[reload]
+debounce = "20ms"
+"#;
+
+/// Generation `i`: its own route name and `X-Gen` header, and one of `servers`.
+fn gen_config(listen: &str, i: usize, servers: &[&Backend]) -> Config {
     let s = servers[i % servers.len()];
-    format!(
-        "[[listeners]]\naddr = \"{listen}\"\n[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"gen{i}\"\npool = \"p\"\nadd_response_headers = {{ \"X-Gen\" = \"{i}\" }}\n",
-        s.addr
-    )
+    Config::bare()
+        .listener(listen, "")
+        .toml(FAST_RELOAD)
+        .pool("p", [s.addr], "")
+        .route(
+            &format!("gen{i}"),
+            "p",
+            &format!(r#"add_response_headers = {{ "X-Gen" = "{i}" }}"#),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,12 +105,8 @@ async fn invalid_edits_are_refused_and_the_next_valid_one_applies() {
     let a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
     let file = temp_config("invalid");
-    let base = |pool_server: &str, extra: &str| {
-        format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [\"{pool_server}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n{extra}"
-        )
-    };
-    let (proxy, text) = Proxy::start_file(&base(&a.addr.to_string(), ""), &file).await;
+    let base = Config::one_pool([a.addr], "").toml(ADMIN).toml(FAST_RELOAD);
+    let (proxy, text) = Proxy::start_file(&base, &file).await;
     assert_eq!(get(&proxy.url("/x")).await.body, "a");
     // A syntax error.
     let broken = text.replace("name = \"all\"", "name = \"all");
@@ -171,11 +179,16 @@ async fn watch_false_ignores_edits_and_admin_reload_applies_them() {
     let a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
     let file = temp_config("nowatch");
-    let (proxy, text) = Proxy::start_file(
-        &format!("[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\ntoken = \"t\"\n[reload]\nwatch = false\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n", a.addr),
-        &file,
-    )
-    .await;
+    let cfg = Config::one_pool([a.addr], "").toml(
+        r#"
+        [admin]
+        addr = "{admin}"
+        token = "t"
+        [reload]
+        watch = false
+        "#,
+    );
+    let (proxy, text) = Proxy::start_file(&cfg, &file).await;
     write_renamed(
         &file,
         &text.replace(&a.addr.to_string(), &b.addr.to_string()),
@@ -227,11 +240,25 @@ async fn health_state_survives_reload_and_new_servers_wait_for_a_passing_probe()
     c.set_mode(Mode::Fail);
     let file = temp_config("keepstate");
     let cfg = |servers: &[&Backend], header: &str| {
-        let list: Vec<String> = servers.iter().map(|s| format!("\"{}\"", s.addr)).collect();
-        format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [{}]\n[pools.p.health]\npath = \"/hc\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\nhealthy_after = 1\nunhealthy_after = 1\n[[routes]]\nname = \"all\"\npool = \"p\"\nadd_response_headers = {{ \"X-H\" = \"{header}\" }}\n",
-            list.join(", ")
-        )
+        Config::new()
+            .toml(ADMIN)
+            .toml(FAST_RELOAD)
+            .pool("p", servers.iter().map(|s| s.addr), "")
+            .toml(
+                r#"
+                [pools.p.health]
+                path = "/hc"
+                interval = "300ms"
+                timeout = "200ms"
+                healthy_after = 1
+                unhealthy_after = 1
+                "#,
+            )
+            .route(
+                "all",
+                "p",
+                &format!(r#"add_response_headers = {{ "X-H" = "{header}" }}"#),
+            )
     };
     let (proxy, text) = Proxy::start_file(&cfg(&[&a, &b], "1"), &file).await;
     let listen = proxy.addr().to_string();
@@ -285,14 +312,12 @@ async fn listeners_are_added_and_removed_by_reload() {
         .local_addr()
         .unwrap();
     let cfg = |listeners: &[String]| {
-        let ls: String = listeners
+        listeners
             .iter()
-            .map(|l| format!("[[listeners]]\naddr = \"{l}\"\n"))
-            .collect();
-        format!(
-            "{ls}[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-            a.addr
-        )
+            .fold(Config::bare(), |c, l| c.listener(l, ""))
+            .toml(FAST_RELOAD)
+            .pool("p", [a.addr], "")
+            .route("all", "p", "")
     };
     let (proxy, _) = Proxy::start_file(&cfg(&["{listen}".into()]), &file).await;
     let first = proxy.addr().to_string();
@@ -336,12 +361,7 @@ async fn briefly_missing_file_is_picked_up_when_it_returns() {
     let a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
     let file = temp_config("missing");
-    let text = |s: &Backend| {
-        format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n[reload]\ndebounce = \"20ms\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-            s.addr
-        )
-    };
+    let text = |s: &Backend| Config::one_pool([s.addr], "").toml(ADMIN).toml(FAST_RELOAD);
     let (proxy, rendered) = Proxy::start_file(&text(&a), &file).await;
     std::fs::remove_file(&file).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;

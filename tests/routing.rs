@@ -15,31 +15,23 @@ const EXPORT: &str = "frappe.desk.reportview.export_query";
 async fn erp(extra_server: &str) -> (Backend, Backend, Proxy) {
     let primary = Backend::spawn("primary").await;
     let secondary = Backend::spawn("secondary").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listeners]]
-addr = "{{listen}}"
-[server]
-{extra_server}
-[pools.primary]
-servers = ["{p}"]
-[pools.secondary]
-servers = ["{s}"]
-[[routes]]
-name = "reports"
-pool = "secondary"
-match.param.cmd = ["{RUN}", "{EXPORT}"]
-[[routes]]
-name = "reports-api"
-pool = "secondary"
-match.path_prefix = ["/api/method/{RUN}", "/api/method/{EXPORT}"]
-[[routes]]
-name = "default"
-pool = "primary"
-"#,
-        p = primary.addr,
-        s = secondary.addr
-    ))
+    let proxy = Proxy::start(
+        &Config::new()
+            .toml(&format!("[server]\n{extra_server}"))
+            .pool("primary", [primary.addr], "")
+            .pool("secondary", [secondary.addr], "")
+            .route(
+                "reports",
+                "secondary",
+                &format!(r#"match.param.cmd = ["{RUN}", "{EXPORT}"]"#),
+            )
+            .route(
+                "reports-api",
+                "secondary",
+                &format!(r#"match.path_prefix = ["/api/method/{RUN}", "/api/method/{EXPORT}"]"#),
+            )
+            .route("default", "primary", ""),
+    )
     .await;
     (primary, secondary, proxy)
 }
@@ -194,66 +186,39 @@ async fn body_larger_than_limit_routes_on_query_and_arrives_whole() {
 async fn each_condition_kind_routes() {
     let hit = Backend::spawn("hit").await;
     let miss = Backend::spawn("miss").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listeners]]
-name = "main"
-addr = "{{listen0}}"
-[[listeners]]
-name = "internal"
-addr = "{{listen1}}"
-[pools.hit]
-servers = ["{h}"]
-[pools.miss]
-servers = ["{m}"]
-[[routes]]
-name = "listener"
-pool = "hit"
-match.listener = "internal"
-[[routes]]
-name = "host"
-pool = "hit"
-match.host = ["erp.example.com", "*.shop.example"]
-[[routes]]
-name = "path"
-pool = "hit"
-match.path = "/exact"
-[[routes]]
-name = "prefix"
-pool = "hit"
-match.path_prefix = "/api"
-[[routes]]
-name = "regex"
-pool = "hit"
-match.path_regex = "/files/[0-9]+\\.pdf"
-[[routes]]
-name = "method"
-pool = "hit"
-match.method = ["DELETE"]
-[[routes]]
-name = "query"
-pool = "hit"
-match.query.report = ["Stock Balance"]
-[[routes]]
-name = "query-present"
-pool = "hit"
-match.query.debug = true
-[[routes]]
-name = "header"
-pool = "hit"
-match.header.x-tenant = ["gold"]
-[[routes]]
-name = "all-of"
-pool = "hit"
-match.path_prefix = "/both"
-match.method = "POST"
-[[routes]]
-name = "default"
-pool = "miss"
-"#,
-        h = hit.addr,
-        m = miss.addr
-    ))
+    let proxy = Proxy::start(
+        &Config::bare()
+            .listener("{listen0}", r#"name = "main""#)
+            .listener("{listen1}", r#"name = "internal""#)
+            .pool("hit", [hit.addr], "")
+            .pool("miss", [miss.addr], "")
+            .route("listener", "hit", r#"match.listener = "internal""#)
+            .route(
+                "host",
+                "hit",
+                r#"match.host = ["erp.example.com", "*.shop.example"]"#,
+            )
+            .route("path", "hit", r#"match.path = "/exact""#)
+            .route("prefix", "hit", r#"match.path_prefix = "/api""#)
+            .route(
+                "regex",
+                "hit",
+                r#"match.path_regex = "/files/[0-9]+\\.pdf""#,
+            )
+            .route("method", "hit", r#"match.method = ["DELETE"]"#)
+            .route("query", "hit", r#"match.query.report = ["Stock Balance"]"#)
+            .route("query-present", "hit", "match.query.debug = true")
+            .route("header", "hit", r#"match.header.x-tenant = ["gold"]"#)
+            .route(
+                "all-of",
+                "hit",
+                r#"
+                match.path_prefix = "/both"
+                match.method = "POST"
+                "#,
+            )
+            .route("default", "miss", ""),
+    )
     .await;
     let main = |p: &str| format!("http://{}{p}", proxy.addrs[0]);
     let with = |p: &str, k: &str, v: &str| {
@@ -326,9 +291,10 @@ pool = "miss"
 #[tokio::test]
 async fn no_route_is_404_with_reason() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"api\"\npool = \"p\"\nmatch.path_prefix = \"/api\"\n",
-        b.addr
+    let proxy = Proxy::start(&Config::new().pool("p", [b.addr], "").route(
+        "api",
+        "p",
+        r#"match.path_prefix = "/api""#,
     ))
     .await;
     let got = get(&proxy.url("/nope")).await;
@@ -343,11 +309,14 @@ async fn weighted_round_robin_spreads_as_weighted() {
     let a = Backend::spawn("a").await;
     let b = Backend::spawn("b").await;
     let c = Backend::spawn("c").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\", {{ addr = \"{}\", weight = 3 }}, {{ addr = \"{}\", weight = 2 }}]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+    let pool = format!(
+        r#"
+        [pools.p]
+        servers = ["{}", {{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 2 }}]
+        "#,
         a.addr, b.addr, c.addr
-    ))
-    .await;
+    );
+    let proxy = Proxy::start(&Config::new().toml(&pool).route("all", "p", "")).await;
     for _ in 0..600 {
         get(&proxy.url("/")).await;
     }
@@ -360,11 +329,8 @@ async fn least_conn_and_random_two_avoid_a_busy_server() {
     for policy in ["least_conn", "random_two"] {
         let a = Backend::spawn("a").await;
         let b = Backend::spawn("b").await;
-        let proxy = Proxy::start(&format!(
-            "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nbalance = \"{policy}\"\nservers = [\"{}\", \"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-            a.addr, b.addr
-        ))
-        .await;
+        let balance = format!(r#"balance = "{policy}""#);
+        let proxy = Proxy::start(&Config::one_pool([a.addr, b.addr], &balance)).await;
         // Occupy one server with a slow request, then send quick ones.
         let slow = tokio::spawn(get_owned(proxy.url("/slow?ms=1500")));
         eventually("slow request reached a backend", || async {

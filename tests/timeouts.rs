@@ -10,9 +10,14 @@ use support::wire::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn config(server: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[server]\nsend_timeout = \"300ms\"\nheader_timeout = \"300ms\"\n{extra}\n[pools.p]\nservers = [\"{server}\"]\nread_timeout = \"300ms\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
+/// Pool `p` of `server` (with `read_timeout`), short client timeouts.
+fn config(server: std::net::SocketAddr, read_timeout: &str) -> Config {
+    Config::one_pool([server], &format!("read_timeout = \"{read_timeout}\"")).toml(
+        r#"
+        [server]
+        send_timeout = "300ms"
+        header_timeout = "300ms"
+        "#,
     )
 }
 
@@ -25,7 +30,7 @@ async fn a_backend_that_stalls_mid_body_is_cut_off_after_read_timeout() {
         ]
     })
     .await;
-    let p = Proxy::start(&config(b.addr, "")).await;
+    let p = Proxy::start(&config(b.addr, "300ms")).await;
     let started = Instant::now();
     let got = raw(p.addr(), b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n").await;
     let took = started.elapsed();
@@ -53,7 +58,7 @@ async fn a_client_that_stops_reading_is_dropped_and_so_is_its_upstream() {
         vec![Step::Send(r), Step::Hang]
     })
     .await;
-    let p = Proxy::start(&config(b.addr, "")).await;
+    let p = Proxy::start(&config(b.addr, "300ms")).await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(p.addr()).await.unwrap();
@@ -78,7 +83,7 @@ async fn a_client_that_stops_reading_is_dropped_and_so_is_its_upstream() {
 #[tokio::test]
 async fn a_silent_admin_client_is_closed_after_the_header_timeout() {
     let b = WireBackend::spawn().await;
-    let p = Proxy::start(&config(b.addr, "[admin]\naddr = \"{admin}\"")).await;
+    let p = Proxy::start(&config(b.addr, "300ms").toml(ADMIN)).await;
     let started = Instant::now();
     let got = raw(p.admin.unwrap(), b"GET /health HTTP/1.1\r\n").await;
     let took = started.elapsed();
@@ -89,10 +94,7 @@ async fn a_silent_admin_client_is_closed_after_the_header_timeout() {
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_exchange() {
     let b = WireBackend::scripted(|_| vec![Step::Hang]).await;
-    let p = Proxy::start(
-        &config(b.addr, "").replace("read_timeout = \"300ms\"", "read_timeout = \"60s\""),
-    )
-    .await;
+    let p = Proxy::start(&config(b.addr, "60s")).await;
     for (version, req) in [
         ("HTTP/1.1", &b"GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
         ("HTTP/1.0", b"GET /wait HTTP/1.0\r\n\r\n"),

@@ -63,12 +63,23 @@ where
     )
 }
 
-fn tls_config(backend: &Backend, certs: &Path, extra: &str) -> String {
-    format!(
-        "[[listeners]]\nname = \"https\"\naddr = \"{{listen}}\"\n[[listeners.tls]]\ncert = \"{d}/erp.pem\"\nkey = \"{d}/erp.key\"\n[[listeners.tls]]\ncert = \"{d}/wild.pem\"\nkey = \"{d}/wild.key\"\n{extra}\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        backend.addr,
-        d = certs.display()
-    )
+/// An https listener with two certificates (`erp`, `wild`) from `certs`, and pool `p`.
+fn tls_config(backend: &Backend, certs: &Path) -> Config {
+    let d = certs.display();
+    Config::bare()
+        .listener("{listen}", r#"name = "https""#)
+        .toml(&format!(
+            r#"
+            [[listeners.tls]]
+            cert = "{d}/erp.pem"
+            key = "{d}/erp.key"
+            [[listeners.tls]]
+            cert = "{d}/wild.pem"
+            key = "{d}/wild.key"
+            "#
+        ))
+        .pool("p", [backend.addr], "")
+        .route("all", "p", "")
 }
 
 #[tokio::test]
@@ -77,7 +88,7 @@ async fn sni_picks_the_certificate_and_alpn_offers_h2_and_http1() {
     let d = dir("sni");
     let erp = cert(&d, "erp", &["erp.example.com"]);
     let wild = cert(&d, "wild", &["*.shop.example"]);
-    let proxy = Proxy::start(&tls_config(&b, &d, "")).await;
+    let proxy = Proxy::start(&tls_config(&b, &d)).await;
     let (s, served, alpn) =
         tls_connect(proxy.addr(), "erp.example.com", &[b"h2", b"http/1.1"]).await;
     assert_eq!(served, erp);
@@ -106,8 +117,11 @@ async fn renewed_certificate_is_served_next_while_old_connections_stay_up() {
     let old = cert(&d, "erp", &["erp.example.com"]);
     cert(&d, "wild", &["*.shop.example"]);
     let file = d.join("switchyard.toml");
-    let (proxy, _) =
-        Proxy::start_file(&tls_config(&b, &d, "[reload]\ndebounce = \"20ms\""), &file).await;
+    let (proxy, _) = Proxy::start_file(
+        &tls_config(&b, &d).toml("[reload]\ndebounce = \"20ms\""),
+        &file,
+    )
+    .await;
     let (s, served, _) = tls_connect(proxy.addr(), "erp.example.com", &[b"http/1.1"]).await;
     assert_eq!(served, old);
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
@@ -142,7 +156,12 @@ async fn bad_certificate_is_a_config_error_naming_the_file() {
     let d = dir("bad");
     std::fs::write(d.join("bad.pem"), "not a certificate").unwrap();
     let text = format!(
-        "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[listeners.tls]]\ncert = \"{}/bad.pem\"\nkey = \"{}/bad.key\"\n",
+        r#"[[listeners]]
+addr = "127.0.0.1:0"
+[[listeners.tls]]
+cert = "{}/bad.pem"
+key = "{}/bad.key"
+"#,
         d.display(),
         d.display()
     );
@@ -158,10 +177,12 @@ async fn bad_certificate_is_a_config_error_naming_the_file() {
 #[tokio::test]
 async fn plain_listener_redirects_to_https() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\nredirect_https = true\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
+    let proxy = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", "redirect_https = true")
+            .pool("p", [b.addr], "")
+            .route("all", "p", ""),
+    )
     .await;
     let got = send(
         Request::get(proxy.url("/app/stock?x=1"))
@@ -292,16 +313,27 @@ where
     }
 }
 
-fn ws_config(ws: std::net::SocketAddr, listener_extra: &str, extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n{listener_extra}\n[server]\n{extra}\n[pools.socketio]\nservers = [\"{ws}\"]\n[[routes]]\nname = \"socketio\"\npool = \"socketio\"\nmatch.path_prefix = \"/socket.io\"\nset_request_headers = {{ \"Origin\" = \"{{scheme}}://{{http_host}}\", \"X-Frappe-Site-Name\" = \"{{host}}\" }}\n"
-    )
+/// The socket.io route of a Frappe bench to the `ws` server; `listener` adds to the
+/// listener (TLS), `server` to `[server]`.
+fn ws_config(ws: std::net::SocketAddr, listener: &str, server: &str) -> Config {
+    Config::new()
+        .toml(listener)
+        .toml(&format!("[server]\n{server}"))
+        .pool("socketio", [ws], "")
+        .route(
+            "socketio",
+            "socketio",
+            r#"
+            match.path_prefix = "/socket.io"
+            set_request_headers = { "Origin" = "{scheme}://{http_host}", "X-Frappe-Site-Name" = "{host}" }
+            "#,
+        )
 }
 
 #[tokio::test]
 async fn websocket_echo_over_plain_and_tls() {
     let (ws, seen) = ws_echo().await;
-    let proxy = Proxy::start(&ws_config(ws, "", "[admin]\naddr = \"{admin}\"")).await;
+    let proxy = Proxy::start(&ws_config(ws, "", "").toml(ADMIN)).await;
     ws_session(
         TcpStream::connect(proxy.addr()).await.unwrap(),
         &format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr()),
@@ -375,7 +407,7 @@ async fn silent_tunnel_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn h2c_upgrade_is_never_tunnelled() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!("[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n", b.addr)).await;
+    let proxy = Proxy::start(&Config::one_pool([b.addr], "")).await;
     let resp = raw(proxy.addr(), b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: close\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let h = b.last().headers;
@@ -389,10 +421,11 @@ async fn h2c_upgrade_is_never_tunnelled() {
 #[tokio::test]
 async fn long_poll_held_30_seconds_passes() {
     let b = Backend::spawn("b").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\nread_timeout = \"60s\"\n[[routes]]\nname = \"socketio\"\npool = \"p\"\n",
-        b.addr
-    ))
+    let proxy = Proxy::start(
+        &Config::new()
+            .pool("p", [b.addr], r#"read_timeout = "60s""#)
+            .route("socketio", "p", ""),
+    )
     .await;
     let started = tokio::time::Instant::now();
     let resp = tokio::time::timeout(
@@ -444,15 +477,28 @@ async fn upstream_tls_with_ca_file_and_server_name_and_upstream_h2() {
         }
     });
     let plain = Backend::spawn("plain").await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[admin]\naddr = \"{{admin}}\"\n\
-         [pools.secure]\nservers = [\"{addr}\"]\n[pools.secure.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
-         [pools.secure.health]\npath = \"/hc\"\ninterval = \"100ms\"\nhealthy_after = 1\nunhealthy_after = 1\n\
-         [pools.h2]\nservers = [\"{}\"]\nupstream_h2 = true\n\
-         [[routes]]\nname = \"h2\"\npool = \"h2\"\nmatch.path_prefix = \"/h2\"\n[[routes]]\nname = \"secure\"\npool = \"secure\"\n",
-        d.join("app.pem").display(),
-        plain.addr
-    ))
+    let secure = format!(
+        r#"
+        [pools.secure.tls]
+        ca = "{}"
+        server_name = "app.internal"
+        [pools.secure.health]
+        path = "/hc"
+        interval = "100ms"
+        healthy_after = 1
+        unhealthy_after = 1
+        "#,
+        d.join("app.pem").display()
+    );
+    let proxy = Proxy::start(
+        &Config::new()
+            .toml(ADMIN)
+            .pool("secure", [addr], "")
+            .toml(&secure)
+            .pool("h2", [plain.addr], "upstream_h2 = true")
+            .route("h2", "h2", r#"match.path_prefix = "/h2""#)
+            .route("secure", "secure", ""),
+    )
     .await;
     let got = get(&proxy.url("/x")).await;
     assert_eq!(
@@ -473,10 +519,20 @@ async fn upstream_tls_with_ca_file_and_server_name_and_upstream_h2() {
     proxy.stop().await;
 
     // The wrong server name fails verification: 502, never a plaintext fallback.
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.secure]\nservers = [\"{addr}\"]\n[pools.secure.tls]\nca = \"{}\"\nserver_name = \"other.internal\"\n[[routes]]\nname = \"secure\"\npool = \"secure\"\n",
+    let tls = format!(
+        r#"
+        [pools.secure.tls]
+        ca = "{}"
+        server_name = "other.internal"
+        "#,
         d.join("app.pem").display()
-    ))
+    );
+    let proxy = Proxy::start(
+        &Config::new()
+            .pool("secure", [addr], "")
+            .toml(&tls)
+            .route("secure", "secure", ""),
+    )
     .await;
     assert_eq!(get(&proxy.url("/x")).await.status, 502);
     proxy.stop().await;
@@ -488,7 +544,7 @@ async fn tls_sessions_resume() {
     let d = dir("resume");
     cert(&d, "erp", &["erp.example.com"]);
     cert(&d, "wild", &["*.shop.example"]);
-    let proxy = Proxy::start(&tls_config(&b, &d, "")).await;
+    let proxy = Proxy::start(&tls_config(&b, &d)).await;
     let rec = Arc::new(Record::default());
     let cfg = Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(

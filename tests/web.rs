@@ -133,67 +133,72 @@ async fn app() -> WireBackend {
     .await
 }
 
-fn config(bench: &Bench, app: std::net::SocketAddr) -> String {
+/// What `switchyard frappe-bench` makes of the bench, by hand: assets, protected files,
+/// forced downloads, nginx's rewrites, and the site's public files before the app.
+fn config(bench: &Bench, app: std::net::SocketAddr) -> Config {
     let sites = bench.sites();
-    format!(
-        r#"[[listeners]]
-addr = "{{listen}}"
-add_response_headers = {{ "X-Frame-Options" = "SAMEORIGIN" }}
-
-[sites]
-domains = {{ "erp-alias.test" = "erp.test" }}
-
-[compression]
-min_length = 256
-
-[pools.web]
-servers = ["{app}"]
-read_timeout = "5s"
-
-[[routes]]
-name = "assets"
-match.path_prefix = "/assets"
-root = "{sites}"
-follow_symlinks = true
-cache_control = "max-age=31536000"
-
-[[routes]]
-name = "protected"
-match.path_prefix = "/protected"
-internal = true
-root = "{sites}/{{site}}"
-strip_prefix = "/protected"
-
-[[routes]]
-name = "forced-download"
-match.path_regex = '(?i)/files/.*.(htm|html|svg|xml).*'
-root = "{sites}/{{site}}/public"
-pool = "web"
-accel_redirect = true
-add_response_headers = {{ "Content-Disposition" = "attachment" }}
-
-[[routes]]
-name = "strip-slash"
-match.path_regex = '(.+)/'
-redirect = "$1"
-
-[[routes]]
-name = "strip-index"
-match.path_regex = '(.+)/index\.html'
-redirect = "$1"
-
-[[routes]]
-name = "strip-html"
-match.path_regex = '(.+)\.html'
-redirect = "$1"
-
-[[routes]]
-name = "site"
-root = "{sites}/{{site}}/public"
-pool = "web"
-accel_redirect = true
-"#
-    )
+    let public = format!(r#"root = "{sites}/{{site}}/public""#);
+    Config::bare()
+        .listener(
+            "{listen}",
+            r#"add_response_headers = { "X-Frame-Options" = "SAMEORIGIN" }"#,
+        )
+        .toml(
+            r#"
+            [sites]
+            domains = { "erp-alias.test" = "erp.test" }
+            [compression]
+            min_length = 256
+            "#,
+        )
+        .pool("web", [app], r#"read_timeout = "5s""#)
+        .action_route(
+            "assets",
+            &format!(
+                r#"
+                match.path_prefix = "/assets"
+                root = "{sites}"
+                follow_symlinks = true
+                cache_control = "max-age=31536000"
+                "#
+            ),
+        )
+        .action_route(
+            "protected",
+            &format!(
+                r#"
+                match.path_prefix = "/protected"
+                internal = true
+                root = "{sites}/{{site}}"
+                strip_prefix = "/protected"
+                "#
+            ),
+        )
+        .route(
+            "forced-download",
+            "web",
+            &format!(
+                r#"
+                match.path_regex = '(?i)/files/.*.(htm|html|svg|xml).*'
+                {public}
+                accel_redirect = true
+                add_response_headers = {{ "Content-Disposition" = "attachment" }}
+                "#
+            ),
+        )
+        .action_route(
+            "strip-slash",
+            "match.path_regex = '(.+)/'\nredirect = \"$1\"",
+        )
+        .action_route(
+            "strip-index",
+            "match.path_regex = '(.+)/index\\.html'\nredirect = \"$1\"",
+        )
+        .action_route(
+            "strip-html",
+            "match.path_regex = '(.+)\\.html'\nredirect = \"$1\"",
+        )
+        .route("site", "web", &format!("{public}\naccel_redirect = true"))
 }
 
 /// One HTTP/1.x exchange on its own connection (`Connection: close` is added for
@@ -757,29 +762,25 @@ async fn a_listener_pins_its_site_for_roots_headers_and_templates() {
     let bench = Bench::new("pinned");
     let app = app().await;
     let sites = bench.sites();
-    let toml = format!(
-        r#"[[listeners]]
-addr = "{{listen}}"
-site = "hr.test"
-
-[sites]
-
-[pools.web]
-servers = ["{app}"]
-
-[[routes]]
-name = "files"
-match.path_prefix = "/files"
-root = "{sites}/{{site}}/public"
-expires = "1h"
-
-[[routes]]
-name = "app"
-pool = "web"
-set_request_headers = {{ "X-Tenant" = "tenant={{site}}" }}
-"#,
-        app = app.addr
-    );
+    let toml = Config::bare()
+        .listener("{listen}", r#"site = "hr.test""#)
+        .toml("[sites]")
+        .pool("web", [app.addr], "")
+        .action_route(
+            "files",
+            &format!(
+                r#"
+                match.path_prefix = "/files"
+                root = "{sites}/{{site}}/public"
+                expires = "1h"
+                "#
+            ),
+        )
+        .route(
+            "app",
+            "web",
+            r#"set_request_headers = { "X-Tenant" = "tenant={site}" }"#,
+        );
     let p = Proxy::start(&toml).await;
     let (h, body) = fetch(
         p.addr(),
@@ -816,11 +817,7 @@ async fn upstream_response_heads_up_to_128_kib_pass() {
         )]
     })
     .await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        app.addr
-    ))
-    .await;
+    let p = Proxy::start(&Config::one_pool([app.addr], "")).await;
     let (h, body) = fetch(p.addr(), "GET / HTTP/1.1\r\nHost: a\r\n").await;
     assert_eq!(status(&h), 200, "{}", &h[..80.min(h.len())]);
     assert_eq!(field(&h, "x-big").map(|v| v.len()), Some(100 * 1024));
@@ -835,10 +832,12 @@ async fn max_requests_per_host_refuses_the_excess_with_503() {
         steps
     })
     .await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\nmax_requests_per_host = 1\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        app.addr
-    ))
+    let p = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", "max_requests_per_host = 1")
+            .pool("p", [app.addr], "")
+            .route("all", "p", ""),
+    )
     .await;
     let addr = p.addr();
     let slow =

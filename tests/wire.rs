@@ -13,10 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use support::wire::*;
 use support::*;
 
-fn config(server: std::net::SocketAddr) -> String {
-    format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{server}\"]\nread_timeout = \"2s\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    )
+fn config(server: std::net::SocketAddr) -> Config {
+    Config::one_pool([server], r#"read_timeout = "2s""#)
 }
 
 /// The fields the proxy adds after the client's, for a client on 127.0.0.1.
@@ -387,12 +385,15 @@ fn tls_backend_config(dir: &std::path::Path) -> std::sync::Arc<rustls::ServerCon
 async fn tls_upstreams_get_the_same_bytes_as_plain_ones() {
     let dir = std::env::temp_dir().join(format!("switchyard-wire-tls-{}", std::process::id()));
     let b = WireBackend::tls(tls_backend_config(&dir), |_| ok()).await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[pools.p.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr,
+    let tls = format!(
+        r#"
+        [pools.p.tls]
+        ca = "{}"
+        server_name = "app.internal"
+        "#,
         dir.join("app.pem").display()
-    ))
-    .await;
+    );
+    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(&tls)).await;
     let got = h1(
         &p,
         b"GET http://erp.test:8000/api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -438,10 +439,7 @@ async fn h2_upstreams_get_the_host_as_authority_and_no_host_field() {
             );
         }
     });
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{addr}\"]\nupstream_h2 = true\n[[routes]]\nname = \"all\"\npool = \"p\"\n"
-    ))
-    .await;
+    let p = Proxy::start(&Config::one_pool([addr], "upstream_h2 = true")).await;
     let got = h1(&p, b"GET /desk HTTP/1.1\r\nHost: erp.test:8080\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     let got = h1(&p, b"GET /ten HTTP/1.0\r\n\r\n").await;
@@ -460,9 +458,13 @@ async fn h2_upstreams_get_the_host_as_authority_and_no_host_field() {
 #[tokio::test]
 async fn health_probes_send_origin_form_with_the_configured_host() {
     let b = WireBackend::spawn().await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n[pools.p.health]\npath = \"/api/method/ping\"\nhost = \"erp.test\"\ninterval = \"100ms\"\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
+    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(
+        r#"
+        [pools.p.health]
+        path = "/api/method/ping"
+        host = "erp.test"
+        interval = "100ms"
+        "#,
     ))
     .await;
     let r = b.nth(1).await;
@@ -525,12 +527,15 @@ async fn post_as(
 #[tokio::test]
 async fn forwarding_rules_on_the_wire_for_every_client_protocol() {
     let b = WireBackend::spawn().await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\n[pools.p]\nservers = [\"{}\"]\n\
-         [[routes]]\nname = \"reports\"\npool = \"p\"\nmatch.param.cmd = \"frappe.desk.query_report.run\"\n\
-         add_request_headers = {{ \"X-Added\" = \"yes\" }}\nremove_request_headers = [\"X-Drop\"]\n\
-         set_request_headers = {{ \"X-Frappe-Site-Name\" = \"{{host}}\" }}\n",
-        b.addr
+    let p = Proxy::start(&Config::new().pool("p", [b.addr], "").route(
+        "reports",
+        "p",
+        r#"
+        match.param.cmd = "frappe.desk.query_report.run"
+        add_request_headers = { "X-Added" = "yes" }
+        remove_request_headers = ["X-Drop"]
+        set_request_headers = { "X-Frappe-Site-Name" = "{host}" }
+        "#,
     ))
     .await;
     let body = "cmd=frappe.desk.query_report.run&report_name=Stock+Balance";
@@ -598,12 +603,20 @@ async fn forwarding_rules_on_the_wire_for_every_client_protocol() {
 #[tokio::test]
 async fn max_body_size_is_413_by_length_and_while_streaming() {
     let b = WireBackend::spawn().await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\nmax_body_size = \"1k\"\n[pools.p]\nservers = [\"{}\"]\n\
-         [[routes]]\nname = \"upload\"\npool = \"p\"\nmatch.path_prefix = \"/upload\"\nmax_body_size = \"0\"\n\
-         [[routes]]\nname = \"all\"\npool = \"p\"\n",
-        b.addr
-    ))
+    let p = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", r#"max_body_size = "1k""#)
+            .pool("p", [b.addr], "")
+            .route(
+                "upload",
+                "p",
+                r#"
+                match.path_prefix = "/upload"
+                max_body_size = "0"
+                "#,
+            )
+            .route("all", "p", ""),
+    )
     .await;
     let big = "x".repeat(2000);
     let by_length = format!("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{big}");
@@ -672,15 +685,26 @@ async fn error_pages_replace_the_proxys_own_errors_only() {
         )]
     })
     .await;
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\nerror_pages = {{ 502 = \"{}\" }}\n\
-         [pools.dead]\nservers = [\"{dead}\"]\n[pools.app]\nservers = [\"{}\"]\n\
-         [[routes]]\nname = \"app\"\npool = \"app\"\nmatch.path_prefix = \"/app\"\nmax_body_size = \"1k\"\nerror_pages = {{ 413 = \"{}\" }}\n\
-         [[routes]]\nname = \"dead\"\npool = \"dead\"\n",
-        dir.join("502.html").display(),
-        app.addr,
+    let page_502 = format!(
+        "error_pages = {{ 502 = \"{}\" }}",
+        dir.join("502.html").display()
+    );
+    let app_route = format!(
+        r#"
+        match.path_prefix = "/app"
+        max_body_size = "1k"
+        error_pages = {{ 413 = "{}" }}
+        "#,
         dir.join("413.txt").display()
-    ))
+    );
+    let p = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", &page_502)
+            .pool("dead", [dead], "")
+            .pool("app", [app.addr], "")
+            .route("app", "app", &app_route)
+            .route("dead", "dead", ""),
+    )
     .await;
     let got = h1(&p, b"GET /desk HTTP/1.1\r\nHost: erp.test\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 502"), "{got}");
@@ -726,15 +750,32 @@ async fn response_headers_per_listener_and_route_with_always() {
     })
     .await;
     let dead = support::free_port();
-    let p = Proxy::start(&format!(
-        "[[listeners]]\naddr = \"{{listen}}\"\nadd_response_headers = {{ \"X-Frame-Options\" = \"SAMEORIGIN\", \"X-Content-Type-Options\" = \"nosniff\" }}\n\
-         [pools.app]\nservers = [\"{}\"]\n[pools.dead]\nservers = [\"{dead}\"]\n\
-         [[routes]]\nname = \"download\"\npool = \"app\"\nmatch.path_regex = '/files/.*\\.(html|htm|svg|xml)'\nadd_response_headers = {{ \"Content-Disposition\" = \"attachment\" }}\n\
-         [[routes]]\nname = \"quiet\"\npool = \"app\"\nmatch.path_prefix = \"/quiet\"\nadd_response_headers = {{ \"X-Route\" = \"quiet\" }}\nresponse_headers_always = false\n\
-         [[routes]]\nname = \"dead\"\npool = \"dead\"\nmatch.path_prefix = \"/dead\"\n\
-         [[routes]]\nname = \"app\"\npool = \"app\"\n",
-        b.addr
-    ))
+    let listener_headers = r#"add_response_headers = { "X-Frame-Options" = "SAMEORIGIN", "X-Content-Type-Options" = "nosniff" }"#;
+    let p = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", listener_headers)
+            .pool("app", [b.addr], "")
+            .pool("dead", [dead], "")
+            .route(
+                "download",
+                "app",
+                r#"
+                match.path_regex = '/files/.*\.(html|htm|svg|xml)'
+                add_response_headers = { "Content-Disposition" = "attachment" }
+                "#,
+            )
+            .route(
+                "quiet",
+                "app",
+                r#"
+                match.path_prefix = "/quiet"
+                add_response_headers = { "X-Route" = "quiet" }
+                response_headers_always = false
+                "#,
+            )
+            .route("dead", "dead", r#"match.path_prefix = "/dead""#)
+            .route("app", "app", ""),
+    )
     .await;
     let has = |got: &str, line: &str| got.lines().any(|l| l.eq_ignore_ascii_case(line));
     for path in ["/app", "/missing", "/dead/x"] {

@@ -1,6 +1,6 @@
 //! Test helpers: real HTTP backends on 127.0.0.1:0, the real proxy started in-process
 //! through `switchyard::run`, a pooled HTTP client, a raw-socket client for malformed
-//! requests, and a bounded `eventually`.
+//! requests, a bounded `eventually`, and the one config builder (`config.rs`).
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -605,5 +605,9 @@ pub async fn read_message(
         pending.extend_from_slice(&buf[..n]);
     }
 }
+pub mod config;
 pub mod tlsclient;
 pub mod wire;
+
+#[allow(unused_imports)] // not every test file uses both
+pub use config::{ADMIN, Config};
