@@ -9,7 +9,7 @@
 //! - `takeover.rs`: `--takeover`, the listening sockets over a control socket.
 //! - `upgrade.rs`: SIGUSR2, a new binary handed the sockets.
 //! - `signals.rs`: HUP, USR1, USR2 while running.
-//! - `admin.rs`: the admin API on its own listener: health, upstream state, metrics,
+//! - `admin/`: the admin API on its own listener: health, upstream state, metrics,
 //!   reloads and drains.
 
 pub mod admin;

@@ -14,13 +14,13 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
+use http_body::Frame;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::body_source::Source;
 use super::{headers, passive, pick, retry, tunnel};
 use crate::proxy::error::ProxyError;
 use crate::proxy::request::{Ctx, Meta, max_body};
@@ -84,7 +84,8 @@ impl<'a> Exchange<'a> {
     ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
         let (pool, retry) = (self.pool, &self.pool.cfg.retry);
         let key = pick::pick_key(pool, &self.parts, self.cx.conn.peer);
-        self.source = self.body_source(body, replay).await?;
+        let timeout = self.cx.snap.server.body_timeout;
+        self.source = Source::open(body, replay, self.idempotent, retry, timeout).await?;
         pool.budget.record_request();
         let mut tried = [usize::MAX; MAX_TRIED];
         let attempts = (retry.attempts as usize).clamp(1, MAX_TRIED);
@@ -176,29 +177,6 @@ impl<'a> Exchange<'a> {
                     return Err(e);
                 }
             }
-        }
-    }
-
-    /// How the body travels: nothing, kept whole (idempotent and small enough to
-    /// re-send), or streamed live.
-    async fn body_source(
-        &self,
-        body: Incoming,
-        replay: VecDeque<Frame<Bytes>>,
-    ) -> Result<Source, ProxyError> {
-        let retry = &self.pool.cfg.retry;
-        if replay.is_empty() && body.is_end_stream() {
-            Ok(Source::Empty)
-        } else if self.idempotent && retry.attempts > 1 && fits(&body, &replay, retry.body_limit) {
-            Box::pin(keep(replay, body, self.cx.snap.server.body_timeout))
-                .await
-                .map(Source::Kept)
-                .map_err(|_| ProxyError::ClientBody)
-        } else {
-            Ok(Source::Live(Unsent {
-                replay,
-                live: Some(body),
-            }))
         }
     }
 
@@ -369,101 +347,6 @@ fn failure_of(e: &ProxyError) -> Result<(retry::Failure, bool), ProxyError> {
         e if e.is_bad_response() => (retry::Failure::BadResponse, false),
         _ => (retry::Failure::ClosedAfterWrite, false),
     })
-}
-
-/// The request body across attempts.
-enum Source {
-    Empty,
-    /// Kept whole (idempotent, within `retry.body_limit`): every attempt replays it.
-    Kept(Vec<Frame<Bytes>>),
-    /// Streaming; re-sendable only if it comes back unsent.
-    Live(Unsent),
-    /// Sent (or lost) by an earlier attempt.
-    Gone,
-}
-
-impl Source {
-    /// Whether the whole body is at hand for a re-send (none, or kept).
-    fn is_whole(&self) -> bool {
-        matches!(self, Source::Empty | Source::Kept(_))
-    }
-
-    /// The body as the retry rule sees it.
-    fn state(&self) -> retry::Body {
-        match self {
-            Source::Empty => retry::Body::Empty,
-            Source::Kept(_) => retry::Body::Kept,
-            Source::Live(_) => retry::Body::Unsent,
-            Source::Gone => retry::Body::Streamed,
-        }
-    }
-
-    /// The body for one attempt: a copy of a kept one, or the live stream (then `Gone`
-    /// until it comes back unsent through the returned receiver), cut at `limit`.
-    fn take_body(
-        &mut self,
-        cx: &Ctx<'_>,
-        limit: u64,
-    ) -> (RequestBody, Option<oneshot::Receiver<Unsent>>) {
-        let idle = cx.snap.server.body_timeout;
-        match std::mem::replace(self, Source::Gone) {
-            Source::Empty => {
-                *self = Source::Empty;
-                (RequestBody::empty(), None)
-            }
-            Source::Kept(frames) => {
-                let copy = frames.iter().map(clone_frame).collect();
-                *self = Source::Kept(frames);
-                (
-                    RequestBody::new(copy, None, idle, cx.bytes_in.clone()),
-                    None,
-                )
-            }
-            Source::Live(u) => {
-                let (b, rx) = RequestBody::new(u.replay, u.live, idle, cx.bytes_in.clone())
-                    .limited(limit)
-                    .with_give_back();
-                (b, Some(rx))
-            }
-            Source::Gone => (RequestBody::empty(), None),
-        }
-    }
-}
-
-fn fits(body: &Incoming, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool {
-    let buffered: u64 = replay
-        .iter()
-        .filter_map(|f| f.data_ref())
-        .map(|d| d.len() as u64)
-        .sum();
-    limit > 0
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|u| u + buffered <= limit as u64)
-}
-
-async fn keep(
-    replay: VecDeque<Frame<Bytes>>,
-    mut body: Incoming,
-    idle: Duration,
-) -> Result<Vec<Frame<Bytes>>, ()> {
-    let mut out: Vec<Frame<Bytes>> = replay.into_iter().collect();
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(f))) => out.push(f),
-            Ok(None) => return Ok(out),
-            _ => return Err(()),
-        }
-    }
-}
-
-fn clone_frame(f: &Frame<Bytes>) -> Frame<Bytes> {
-    match (f.data_ref(), f.trailers_ref()) {
-        (Some(d), _) => Frame::data(d.clone()),
-        (None, Some(t)) => Frame::trailers(t.clone()),
-        (None, None) => Frame::data(Bytes::new()),
-    }
 }
 
 /// The outcome of a send bounded by a deadline.
