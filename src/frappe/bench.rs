@@ -158,45 +158,46 @@ fn site(name: &str, file: &Path, v: &Value) -> Result<Site, BenchError> {
                 })?,
         ),
     };
-    let mut domains = Vec::new();
-    for d in v
+    let domains = v
         .get("domains")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
-        domains.push(match d {
-            Value::String(s) => Domain {
-                name: s.to_ascii_lowercase(),
-                cert: None,
-            },
-            Value::Object(_) => Domain {
-                name: d
-                    .get("domain")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        BenchError::Invalid(
-                            file.to_path_buf(),
-                            "a `domains` entry has no `domain`".into(),
-                        )
-                    })?
-                    .to_ascii_lowercase(),
-                cert: cert_pair(d, file)?,
-            },
-            other => {
-                return Err(BenchError::Invalid(
-                    file.to_path_buf(),
-                    format!("`domains` entry {other} is neither a name nor an object"),
-                ));
-            }
-        });
-    }
+        .map(|d| domain(d, file))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Site {
         name: name.to_owned(),
         nginx_port,
         cert: cert_pair(v, file)?,
         domains,
     })
+}
+
+/// One `domains` entry: a name, or `{ domain, ssl_certificate, ssl_certificate_key }`.
+fn domain(d: &Value, file: &Path) -> Result<Domain, BenchError> {
+    match d {
+        Value::String(s) => Ok(Domain {
+            name: s.to_ascii_lowercase(),
+            cert: None,
+        }),
+        Value::Object(_) => Ok(Domain {
+            name: d
+                .get("domain")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    BenchError::Invalid(
+                        file.to_path_buf(),
+                        "a `domains` entry has no `domain`".into(),
+                    )
+                })?
+                .to_ascii_lowercase(),
+            cert: cert_pair(d, file)?,
+        }),
+        other => Err(BenchError::Invalid(
+            file.to_path_buf(),
+            format!("`domains` entry {other} is neither a name nor an object"),
+        )),
+    }
 }
 
 fn wildcard(common: &Value, file: &Path) -> Result<Option<Wildcard>, BenchError> {

@@ -78,6 +78,14 @@ pub fn render(b: &Bench, o: &Options, ports: &std::collections::BTreeMap<u16, St
         s,
         "[server]\nheader_timeout = \"15s\"   # keepalive_timeout 15\n"
     );
+    sites_and_compression(&mut s, b);
+    pools(&mut s, b, o);
+    routes(&mut s, b, o, &sites_dir);
+    s
+}
+
+/// `[sites]` with the domain aliases of every site, and `[compression]` as bench's gzip.
+fn sites_and_compression(s: &mut String, b: &Bench) {
     let _ = writeln!(
         s,
         "# Every request's site: its Host, lower-case without port, or the site a domain alias names."
@@ -107,9 +115,6 @@ pub fn render(b: &Bench, o: &Options, ports: &std::collections::BTreeMap<u16, St
         "[compression]   # gzip on; gzip_comp_level 5; gzip_min_length 256; gzip_types ...\nlevel = 5\nmin_length = 256\ntypes = {}\n",
         list(&types)
     );
-    pools(&mut s, b, o);
-    routes(&mut s, b, o, &sites_dir);
-    s
 }
 
 fn names(b: &Bench) -> String {
@@ -146,33 +151,7 @@ fn listeners(
     ports: &std::collections::BTreeMap<u16, String>,
 ) {
     if b.dns_multitenant {
-        for (name, addr) in [("http", "0.0.0.0:80"), ("http6", "[::]:80")] {
-            let _ = writeln!(
-                s,
-                "[[listeners]]   # dns_multitenant: every site by name on :80\nname = \"{name}\"\naddr = \"{addr}\""
-            );
-            common_keys(s, b, o);
-            s.push('\n');
-        }
-        let certs = tls_certs(b);
-        if !certs.is_empty() {
-            for (name, addr) in [("https", "0.0.0.0:443"), ("https6", "[::]:443")] {
-                let _ = writeln!(
-                    s,
-                    "[[listeners]]   # the sites with a certificate, on :443\nname = \"{name}\"\naddr = \"{addr}\""
-                );
-                common_keys(s, b, o);
-                for (cert, key, why) in &certs {
-                    let _ = writeln!(
-                        s,
-                        "[[listeners.tls]]   # {why}\ncert = {}\nkey = {}",
-                        q(cert),
-                        q(key)
-                    );
-                }
-                s.push('\n');
-            }
-        }
+        multitenant_listeners(s, b, o);
         return;
     }
     for (port, site) in ports {
@@ -194,6 +173,38 @@ fn listeners(
                 "[[listeners.tls]]   # ssl_certificate of {site}\ncert = {}\nkey = {}",
                 q(&c.display().to_string()),
                 q(&k.display().to_string())
+            );
+        }
+        s.push('\n');
+    }
+}
+
+/// `dns_multitenant`: every site by name on :80, and those with a certificate on :443.
+fn multitenant_listeners(s: &mut String, b: &Bench, o: &Options) {
+    for (name, addr) in [("http", "0.0.0.0:80"), ("http6", "[::]:80")] {
+        let _ = writeln!(
+            s,
+            "[[listeners]]   # dns_multitenant: every site by name on :80\nname = \"{name}\"\naddr = \"{addr}\""
+        );
+        common_keys(s, b, o);
+        s.push('\n');
+    }
+    let certs = tls_certs(b);
+    if certs.is_empty() {
+        return;
+    }
+    for (name, addr) in [("https", "0.0.0.0:443"), ("https6", "[::]:443")] {
+        let _ = writeln!(
+            s,
+            "[[listeners]]   # the sites with a certificate, on :443\nname = \"{name}\"\naddr = \"{addr}\""
+        );
+        common_keys(s, b, o);
+        for (cert, key, why) in &certs {
+            let _ = writeln!(
+                s,
+                "[[listeners.tls]]   # {why}\ncert = {}\nkey = {}",
+                q(cert),
+                q(key)
             );
         }
         s.push('\n');

@@ -36,28 +36,8 @@ async fn start_and_wait(
     sock: &UnixDatagram,
     sock_path: &std::path::Path,
 ) -> Result<u32, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let n = fds.len();
-    let mappings = fds
-        .into_iter()
-        .zip(FIRST_FD..)
-        .map(|(parent_fd, child_fd)| FdMapping {
-            parent_fd,
-            child_fd,
-        })
-        .collect();
-    let mut cmd = std::process::Command::new(&exe);
-    // The sockets come as LISTEN_FDS: not from a control socket.
-    cmd.args(std::env::args_os().skip(1).filter(|a| a != "--takeover"))
-        .env("LISTEN_FDS", n.to_string())
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES")
-        .env("NOTIFY_SOCKET", sock_path);
-    cmd.fd_mappings(mappings)
-        .map_err(|e| format!("fd mapping: {e}"))?;
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let mut child = start(fds, sock_path)?;
     let pid = child.id();
     tracing::info!(
         pid,
@@ -85,4 +65,30 @@ async fn start_and_wait(
             }
         }
     }
+}
+
+/// This binary again, with this process's arguments (less `--takeover`), the sockets as
+/// `LISTEN_FDS` and its readiness reported to `sock_path`.
+fn start(fds: Vec<OwnedFd>, sock_path: &std::path::Path) -> Result<std::process::Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let n = fds.len();
+    let mappings = fds
+        .into_iter()
+        .zip(FIRST_FD..)
+        .map(|(parent_fd, child_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        })
+        .collect();
+    let mut cmd = std::process::Command::new(&exe);
+    // The sockets come as LISTEN_FDS: not from a control socket.
+    cmd.args(std::env::args_os().skip(1).filter(|a| a != "--takeover"))
+        .env("LISTEN_FDS", n.to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
+        .env("NOTIFY_SOCKET", sock_path);
+    cmd.fd_mappings(mappings)
+        .map_err(|e| format!("fd mapping: {e}"))?;
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
