@@ -5,6 +5,14 @@
 //! The runtime types have no `Option`s for values with defaults; the defaults are the
 //! named constants below. `main` (`--check`, start-up) and later reloads call the same
 //! [`load`].
+//!
+//! - `file.rs`: the serde `File*` structs; `sections.rs`: every type error, not only the first.
+//! - `validate.rs`: the whole check and the routes; `check.rs`: the error collector and the
+//!   value parsers every section shares.
+//! - One file per section: `settings.rs` (`[server]`, `[log]`, `[admin]`, `[runtime]`,
+//!   `[reload]`), `listeners.rs`, `pools.rs`, `upstream_tls.rs`, `classes.rs`, `web.rs`
+//!   (actions, sites, compression), `pages.rs` (error pages).
+//! - `error.rs`: `file:line:col` and the caret; `summary.rs`: the `--check` summary.
 
 mod check;
 mod classes;

@@ -5,6 +5,10 @@
 //! when a snapshot is built and stored in it. The histogram is ours, with atomic
 //! buckets, because the crate's own histogram takes a mutex per observation. Gauges
 //! for server health and in-flight requests are filled in at scrape time.
+//!
+//! - `mod.rs`: [`Metrics`], the handles a snapshot prepares, and rendering at scrape time.
+//! - `histogram.rs`: the lock-free duration histogram; `labels.rs`: the label sets.
+//! - `text.rs`: the Prometheus text format 0.0.4.
 
 mod histogram;
 mod labels;

@@ -3,6 +3,10 @@
 //! Built once per config generation (in `config::validate`), held immutably in the
 //! runtime [`Snapshot`](crate::state::Snapshot), and consulted by the proxy for every
 //! request. Routing never allocates for plain requests and never locks.
+//!
+//! - `mod.rs`: [`RouteTable`], [`Route`] and the request view routes are tested against.
+//! - `matcher.rs`: one route's conditions; `hosts.rs`: the host index.
+//! - `normalize.rs`: the path as routes see it.
 
 mod hosts;
 mod matcher;

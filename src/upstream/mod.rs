@@ -5,6 +5,16 @@
 //! what weight, lives in a [`PoolView`] that the health manager rebuilds on every
 //! transition and publishes inside the [`Snapshot`](crate::state::Snapshot). The
 //! request path only reads views and bumps atomics.
+//!
+//! - `mod.rs`: [`Pool`], [`Endpoint`] and [`PoolView`].
+//! - `balance.rs`: the balancers over a view (round robin, least connections, hash).
+//! - `admit.rs`: admission: per-server limits, request classes and the pool's queue.
+//! - `budget.rs`: the retry budget.
+//! - `h1.rs`, `slots.rs`, `stream.rs`: the pooled HTTP/1.1 client (connections per server,
+//!   the lock-free idle set, plain or TLS transport).
+//! - `request_body.rs`: the request body on its way upstream.
+//! - `target.rs`: the request target and version an upstream gets.
+//! - `stats.rs`: per-server counters and health as the admin API shows them.
 
 mod admit;
 mod balance;
