@@ -8,49 +8,29 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::workers::Workers;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// An HTTP/1.1 keep-alive server with `workers` workers: a request holds one for the
-/// time its path asks (`/report…` 600 ms, `/hold` 150 ms, else 5 ms). It records the
-/// order in which requests got a worker.
+/// A keep-alive app server with `workers` workers (`support::workers`): a request holds
+/// one for the time its path asks (`/report…` 600 ms, `/hold` 150 ms, else 5 ms). Its
+/// `order` is the order in which requests got a worker.
 async fn app(workers: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let sem = Arc::new(Semaphore::new(workers));
-    let seen = order.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve(s, sem.clone(), seen.clone()));
-        }
-    });
-    (addr, order)
+    let w = Workers::spawn(workers, hold).await;
+    (w.addr, w.order.clone())
 }
 
-async fn serve(mut s: TcpStream, sem: Arc<Semaphore>, order: Arc<Mutex<Vec<String>>>) {
-    let mut pending = Vec::new();
-    while let Some((head, _)) = support::read_message(&mut s, &mut pending).await {
-        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-        let Ok(_worker) = sem.acquire().await else {
-            return;
-        };
-        order.lock().unwrap().push(path.clone());
-        let ms = if path.starts_with("/report") {
-            600
-        } else if path == "/hold" {
-            150
-        } else {
-            5
-        };
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        if !answer_ok(&mut s).await {
-            return;
-        }
-    }
+fn hold(head: &str, _: &[u8]) -> Duration {
+    let path = head.split(' ').nth(1).unwrap_or("");
+    Duration::from_millis(if path.starts_with("/report") {
+        600
+    } else if path == "/hold" {
+        150
+    } else {
+        5
+    })
 }
 
 /// A `200 ok` answer; false when the connection is gone.

@@ -263,6 +263,13 @@ pub struct FileHealth {
     pub unhealthy_after: Option<Spanned<u32>>,
     pub expect_status: Option<Spanned<StringList>>,
     pub body_contains: Option<String>,
+    /// `"alive"` (default) or `"fail"`: whether a timeout counts while the server is busy.
+    pub busy: Option<SpanStr>,
+    /// Panic mode on (default) or off.
+    pub panic: Option<bool>,
+    /// Percent (0-100, default 0 = none passes): below it the pool serves its failing
+    /// servers too.
+    pub panic_threshold: Option<Spanned<u8>>,
 }
 
 /// `[pools.NAME.passive]`: outlier ejection from live traffic.

@@ -276,6 +276,14 @@ pub struct HealthCheck {
     /// Inclusive status ranges that count as healthy (default 200-399).
     pub expect_status: Vec<(u16, u16)>,
     pub body_contains: Option<String>,
+    /// A probe timeout counts while the server is busy with proxied requests
+    /// (`busy = "fail"`); by default it does not (`busy = "alive"`).
+    pub busy_fails: bool,
+    /// Panic mode: when no server passes (or fewer than `panic_threshold` percent),
+    /// the pool serves its servers that fail only their checks.
+    pub panic: bool,
+    /// Percent of servers that must pass; 0 (default) = panic only when none does.
+    pub panic_threshold: u8,
 }
 
 /// `[pools.NAME.passive]`.

@@ -143,6 +143,9 @@ fn max_connections(cx: &mut Check<'_>, p: &FilePool) -> Option<usize> {
     Some(*m.get_ref()).filter(|n| *n > 0)
 }
 
+/// Panic only when no server passes (Envoy's default is 50).
+const DEFAULT_PANIC_THRESHOLD: u8 = 0;
+
 /// `[pools.NAME.health]`: the probe's request and what counts as a pass.
 fn health(cx: &mut Check<'_>, h: &Spanned<FileHealth>) -> HealthCheck {
     let h = h.get_ref();
@@ -161,6 +164,36 @@ fn health(cx: &mut Check<'_>, h: &Spanned<FileHealth>) -> HealthCheck {
         ),
         expect_status: expect_status(cx, h),
         body_contains: h.body_contains.clone(),
+        busy_fails: busy_fails(cx, h),
+        panic: h.panic.unwrap_or(true),
+        panic_threshold: panic_threshold(cx, h),
+    }
+}
+
+/// `busy = "alive" | "fail"`.
+fn busy_fails(cx: &mut Check<'_>, h: &FileHealth) -> bool {
+    match h.busy.as_ref().map(|b| (b, b.get_ref().as_str())) {
+        None | Some((_, "alive")) => false,
+        Some((_, "fail")) => true,
+        Some((b, other)) => {
+            cx.err(
+                b.span(),
+                format!("busy = {other:?}: expected \"alive\" (a probe timeout while the server answers proxied requests does not count) or \"fail\""),
+            );
+            false
+        }
+    }
+}
+
+/// `panic_threshold`: a percentage.
+fn panic_threshold(cx: &mut Check<'_>, h: &FileHealth) -> u8 {
+    match &h.panic_threshold {
+        None => DEFAULT_PANIC_THRESHOLD,
+        Some(p) if *p.get_ref() > 100 => {
+            cx.err(p.span(), "panic_threshold is a percentage: 0 to 100");
+            DEFAULT_PANIC_THRESHOLD
+        }
+        Some(p) => *p.get_ref(),
     }
 }
 

@@ -14,7 +14,8 @@ pub enum Event {
     Probe {
         pool: Arc<str>,
         addr: SocketAddr,
-        ok: bool,
+        /// `None` when the probe passed.
+        failure: Option<ProbeFailure>,
         latency: Duration,
         detail: String,
     },
@@ -37,6 +38,28 @@ pub enum Event {
         drain: bool,
         reply: oneshot::Sender<Result<&'static str, String>>,
     },
+}
+
+/// How a probe failed. A refused connect or a connection closed without an answer
+/// means nothing listens or answers there; a timeout may only mean the server is busy
+/// with the requests the proxy sent it; a wrong answer is an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The TCP (or TLS) connection could not be made.
+    Connect,
+    /// The connection closed or reset before an answer.
+    Closed,
+    /// No answer within the probe timeout.
+    Timeout,
+    /// An answer with the wrong status or body.
+    Answer,
+}
+
+impl ProbeFailure {
+    /// A failure no busy server would cause: the server is gone.
+    pub fn is_dead(self) -> bool {
+        matches!(self, ProbeFailure::Connect | ProbeFailure::Closed)
+    }
 }
 
 /// Cheap handle to queue events; never blocks.

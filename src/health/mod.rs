@@ -10,23 +10,27 @@
 //! - `tracker.rs`: one server's state as the manager keeps it.
 //! - `threshold.rs`: the rise/fall counter of active checks.
 //! - `probe.rs`: one probe, and the loop that probes a pool's servers.
+//! - `verdict.rs`: what a probe result does to a server (busy is not dead).
+//! - `view.rs`: the pool views published from the trackers, and panic mode.
 
 mod events;
 mod probe;
 mod threshold;
 mod tracker;
+mod verdict;
+mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use events::{Event, Events};
+pub use events::{Event, Events, ProbeFailure};
 pub use probe::probe;
 pub use threshold::Threshold;
 
@@ -34,7 +38,6 @@ use probe::probe_loop;
 use tracker::Tracker;
 
 use crate::state::{SharedState, Snapshot, StatsTable};
-use crate::upstream::{Pool, PoolView, ProbeRecord};
 
 /// Events queued for the manager before senders start dropping them.
 const QUEUE: usize = 4096;
@@ -54,6 +57,8 @@ struct Manager {
     probers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
     events: Events,
     ramping: bool,
+    /// Pools in panic mode now (for logging its start and end once).
+    panicking: std::collections::HashSet<Arc<str>>,
 }
 
 /// Start the manager and one prober per pool with active checks; all stop when `stop` flips.
@@ -72,6 +77,7 @@ pub fn spawn(
         probers: Vec::new(),
         events: events.clone(),
         ramping: false,
+        panicking: Default::default(),
     };
     let snap = m.state.load();
     m.sync(&snap, true);
@@ -144,6 +150,9 @@ impl Manager {
                         draining: false,
                         joined: (!start).then_some(now),
                         probed: start || health.is_none(),
+                        answers_seen: e.stats.answers.load(Ordering::Relaxed),
+                        answered_at: None,
+                        dead: false,
                     },
                 };
                 next.insert(key, t);
@@ -203,10 +212,10 @@ impl Manager {
             Event::Probe {
                 pool,
                 addr,
-                ok,
+                failure,
                 latency,
                 detail,
-            } => self.on_probe(pool, addr, ok, latency, detail),
+            } => self.on_probe(pool, addr, failure, latency, detail),
             Event::Eject { pool, addr, reason } => self.on_eject(&pool, addr, reason),
             Event::Apply { config, reply } => {
                 let generation = self.apply(&config);
@@ -236,58 +245,6 @@ impl Manager {
                 changed
             }
         }
-    }
-
-    fn on_probe(
-        &mut self,
-        pool: Arc<str>,
-        addr: SocketAddr,
-        ok: bool,
-        latency: Duration,
-        detail: String,
-    ) -> bool {
-        self.state.load().metrics.health_check(&pool, addr, ok);
-        let Some(t) = self.trackers.get_mut(&(pool.clone(), addr)) else {
-            return false;
-        };
-        let before = t.eligible();
-        let flip = t.active.as_mut().and_then(|c| c.observe(ok));
-        if ok && t.awaiting_probe {
-            t.awaiting_probe = false;
-        }
-        let first_result = !t.probed;
-        t.probed = true;
-        match flip {
-            Some(true) => {
-                tracing::info!(pool = %pool, server = %addr, "server healthy: active checks pass")
-            }
-            Some(false) => {
-                tracing::warn!(pool = %pool, server = %addr, reason = %detail, "server unhealthy: active checks fail")
-            }
-            None => {}
-        }
-        let after = t.eligible();
-        if !before && after {
-            t.joined = Some(Instant::now());
-        }
-        let (streak, healthy) = t.active.map_or((0, true), |c| (c.streak(), c.is_healthy()));
-        if let Some(stats) = self.stats(&pool, addr) {
-            stats.update_status(|s| {
-                s.last_probe = Some(ProbeRecord {
-                    at: SystemTime::now(),
-                    ok,
-                    latency,
-                    detail,
-                });
-                (s.probe_successes, s.probe_failures) = match (ok, healthy) {
-                    (true, true) => (s.probe_successes + 1, 0),
-                    (true, false) => (streak, 0),
-                    (false, false) => (0, s.probe_failures + 1),
-                    (false, true) => (0, streak),
-                };
-            });
-        }
-        before != after || first_result
     }
 
     fn on_eject(&mut self, pool: &Arc<str>, addr: SocketAddr, reason: &'static str) -> bool {
@@ -361,52 +318,5 @@ impl Manager {
             .iter()
             .find(|e| e.addr == addr)
             .map(|e| e.stats.clone())
-    }
-
-    /// Rebuild every pool's view from the trackers and publish it.
-    fn publish(&mut self) {
-        let snap = self.state.load();
-        let now = Instant::now();
-        self.ramping = false;
-        let views: Vec<PoolView> = snap.pools.iter().map(|p| self.view(p, now)).collect();
-        for p in snap.pools.iter() {
-            for e in &p.endpoints {
-                if let Some(t) = self.trackers.get(&(p.name.clone(), e.addr)) {
-                    let (state, ejections) = (t.state(), t.ejections);
-                    let until = t
-                        .ejected_until
-                        .map(|u| SystemTime::now() + u.saturating_duration_since(now));
-                    e.stats.update_status(|s| {
-                        s.state = state;
-                        s.ejections = ejections;
-                        s.ejected_until = until;
-                    });
-                }
-            }
-        }
-        self.state.store(snap.with_views(views));
-    }
-
-    fn view(&mut self, p: &Pool, now: Instant) -> PoolView {
-        let mut eligible = Vec::new();
-        for (i, e) in p.endpoints.iter().enumerate() {
-            let Some(t) = self.trackers.get(&(p.name.clone(), e.addr)) else {
-                continue;
-            };
-            if !t.eligible() {
-                continue;
-            }
-            let full = e.weight * RAMP_SCALE;
-            let w = match (p.cfg.slow_start, t.joined) {
-                (Some(ss), Some(j)) if now.duration_since(j) < ss => {
-                    self.ramping = true;
-                    let frac = now.duration_since(j).as_secs_f64() / ss.as_secs_f64();
-                    ((f64::from(full) * frac) as u32).max(1)
-                }
-                _ => full,
-            };
-            eligible.push((i, w));
-        }
-        PoolView::new(p.cfg.balance, eligible, &p.endpoints)
     }
 }

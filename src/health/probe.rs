@@ -18,22 +18,25 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::events::{Event, Events};
+use super::events::{Event, Events, ProbeFailure};
 use crate::config::{HealthCheck, UpstreamTls};
 
 /// Most body bytes read to look for `body_contains`.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
-/// `Ok(status)` when the server passes, `Err(reason)` otherwise. Pools with upstream
-/// TLS are probed over TLS, with the same trust roots and server name.
+/// Why a probe failed: the kind and the words for the log.
+pub type Failed = (ProbeFailure, String);
+
+/// `Ok(status)` when the server passes, `Err((kind, reason))` otherwise. Pools with
+/// upstream TLS are probed over TLS, with the same trust roots and server name.
 pub async fn probe(
     addr: SocketAddr,
     check: &HealthCheck,
     tls: Option<&UpstreamTls>,
-) -> Result<u16, String> {
+) -> Result<u16, Failed> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| (ProbeFailure::Connect, format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
     match tls {
         None => exchange(stream, addr, check).await,
@@ -45,20 +48,20 @@ pub async fn probe(
             let s = tokio_rustls::TlsConnector::from(t.client.clone())
                 .connect(name, stream)
                 .await
-                .map_err(|e| format!("TLS: {e}"))?;
+                .map_err(|e| (ProbeFailure::Connect, format!("TLS: {e}")))?;
             exchange(s, addr, check).await
         }
     }
 }
 
-async fn exchange<S>(stream: S, addr: SocketAddr, check: &HealthCheck) -> Result<u16, String>
+async fn exchange<S>(stream: S, addr: SocketAddr, check: &HealthCheck) -> Result<u16, Failed>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut send, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(|e| (ProbeFailure::Closed, format!("handshake: {e}")))?;
     let driver = tokio::spawn(conn);
     let mut headers = http::HeaderMap::new();
     if let Some(h) = &check.host {
@@ -71,7 +74,8 @@ where
     headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     // The same target rule as forwarded requests: origin form, Host the server's address
     // unless the check names one.
-    let server = http::uri::Authority::try_from(addr.to_string()).map_err(|e| e.to_string())?;
+    let server = http::uri::Authority::try_from(addr.to_string())
+        .map_err(|e| (ProbeFailure::Connect, e.to_string()))?;
     let (uri, _) = crate::upstream::target(
         &http::Uri::from(check.path.clone()),
         &mut headers,
@@ -86,23 +90,23 @@ where
         let resp = send
             .send_request(req)
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| (ProbeFailure::Closed, format!("request: {e}")))?;
         let status = resp.status().as_u16();
         if !check
             .expect_status
             .iter()
             .any(|(a, b)| (*a..=*b).contains(&status))
         {
-            return Err(format!("status {status}"));
+            return Err((ProbeFailure::Answer, format!("status {status}")));
         }
         if let Some(needle) = &check.body_contains {
             let body = Limited::new(resp.into_body(), MAX_PROBE_BODY)
                 .collect()
                 .await
-                .map_err(|e| format!("body: {e}"))?
+                .map_err(|e| (ProbeFailure::Closed, format!("body: {e}")))?
                 .to_bytes();
             if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
-                return Err(format!("body lacks {needle:?}"));
+                return Err((ProbeFailure::Answer, format!("body lacks {needle:?}")));
             }
         }
         Ok(status)
@@ -139,19 +143,22 @@ pub(super) async fn probe_loop(
             async move {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(..jitter_ms))).await;
                 let started = Instant::now();
-                let (ok, detail) =
+                let (failure, detail) =
                     match tokio::time::timeout(check.timeout, probe(addr, check, tls.as_ref()))
                         .await
                     {
-                        Ok(Ok(status)) => (true, format!("status {status}")),
-                        Ok(Err(e)) => (false, e),
-                        Err(_) => (false, format!("timed out after {:?}", check.timeout)),
+                        Ok(Ok(status)) => (None, format!("status {status}")),
+                        Ok(Err((kind, e))) => (Some(kind), e),
+                        Err(_) => (
+                            Some(ProbeFailure::Timeout),
+                            format!("timed out after {:?}", check.timeout),
+                        ),
                     };
                 events
                     .send_wait(Event::Probe {
                         pool,
                         addr,
-                        ok,
+                        failure,
                         latency: started.elapsed(),
                         detail,
                     })

@@ -19,6 +19,13 @@ pub(super) struct Tracker {
     /// False for a server added by a reload to a pool with active checks until its
     /// first probe result: its state is "unknown" and it gets no traffic.
     pub(super) probed: bool,
+    /// The server's answer count when its last probe result came in.
+    pub(super) answers_seen: u64,
+    /// When a probe result last found the answer count moved.
+    pub(super) answered_at: Option<Instant>,
+    /// The last probe failed at connect or closed without an answer: nothing serves
+    /// there, so panic mode leaves it out.
+    pub(super) dead: bool,
 }
 
 impl Tracker {
@@ -27,6 +34,17 @@ impl Tracker {
             && self.ejected_until.is_none()
             && !self.awaiting_probe
             && self.active.is_none_or(|c| c.is_healthy())
+    }
+
+    /// Out of rotation only because active checks fail, and not for a dead server:
+    /// what panic mode serves anyway.
+    pub(super) fn failing_checks_only(&self) -> bool {
+        !self.draining
+            && self.ejected_until.is_none()
+            && !self.awaiting_probe
+            && self.probed
+            && !self.dead
+            && self.active.is_some_and(|c| !c.is_healthy())
     }
 
     pub(super) fn state(&self) -> ServerState {
@@ -57,6 +75,9 @@ mod tests {
             draining: false,
             joined: None,
             probed: true,
+            answers_seen: 0,
+            answered_at: None,
+            dead: false,
         }
     }
 

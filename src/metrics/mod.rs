@@ -295,11 +295,12 @@ impl Metrics {
     }
 
     /// Count one active check result (health manager, off the request path).
-    pub fn health_check(&self, pool: &str, server: std::net::SocketAddr, ok: bool) {
+    /// One probe result: `pass`, `fail`, or `busy` (a timeout not counted).
+    pub fn health_check(&self, pool: &str, server: std::net::SocketAddr, result: &str) {
         let l = CheckLabels {
             pool: pool.to_owned(),
             server: server.to_string(),
-            result: if ok { "pass" } else { "fail" }.to_owned(),
+            result: result.to_owned(),
         };
         self.checks.get_or_create(&l).inc();
     }

@@ -31,6 +31,8 @@ pub struct PoolView {
     schedule: Vec<usize>,
     /// (point, endpoint index), sorted by point.
     ring: Vec<(u64, usize)>,
+    /// Panic mode: servers failing their checks are in `eligible` too.
+    pub panic: bool,
 }
 
 pub fn hash_of(v: impl Hash) -> u64 {
@@ -66,7 +68,14 @@ impl PoolView {
             weights,
             schedule,
             ring,
+            panic: false,
         }
+    }
+
+    /// Mark the view as built in panic mode.
+    pub fn in_panic(mut self, panic: bool) -> Self {
+        self.panic = panic;
+        self
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,6 +16,9 @@ pub struct EndpointStats {
     pub errors: AtomicU64,
     /// Latency EWMA in microseconds, as f64 bits (0 = no sample yet).
     ewma_us: AtomicU64,
+    /// Response heads received from the server: the health manager reads it to tell a
+    /// busy server (answering the proxy's requests) from a dead one.
+    pub answers: AtomicU64,
     /// Consecutive connect/reset/timeout failures of live traffic.
     pub consecutive_failures: AtomicU32,
     pub consecutive_5xx: AtomicU32,
@@ -76,6 +79,7 @@ impl EndpointStats {
     /// Fold one response-head latency into the EWMA. A lost update under a race only
     /// drops one sample, which an average tolerates.
     pub fn observe_latency(&self, d: Duration) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
         let sample = d.as_secs_f64() * 1e6;
         let old = self.ewma_us();
         let new = if old == 0.0 {

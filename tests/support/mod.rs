@@ -608,6 +608,7 @@ pub async fn read_message(
 pub mod config;
 pub mod tlsclient;
 pub mod wire;
+pub mod workers;
 
 #[allow(unused_imports)] // not every test file uses both
 pub use config::{ADMIN, Config};

@@ -295,12 +295,19 @@ fn health(snap: &Snapshot, only: Option<&str>) -> Response<Full<Bytes>> {
         .iter()
         .filter(|p| only.is_none_or(|n| *p.name == *n))
         .map(|p| {
-            let healthy = snap.view(p.index).map_or(0, |v| v.eligible.len());
+            let view = snap.view(p.index);
+            let panic = view.is_some_and(|v| v.panic);
+            let healthy = p
+                .endpoints
+                .iter()
+                .filter(|e| e.stats.status().state == crate::upstream::ServerState::Healthy)
+                .count();
             let serves = serving(snap, p.index);
             ok &= serves;
             json!({
                 "pool": &*p.name,
                 "healthy": healthy,
+                "panic": panic,
                 "servers": p.endpoints.len(),
                 "fallback": p.cfg.fallback.and_then(|f| snap.pools.get(f)).map(|f| &*f.name),
                 "serving": serves,

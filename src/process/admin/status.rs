@@ -57,6 +57,7 @@ pub(super) fn upstreams(snap: &Snapshot) -> Value {
                 "pool": &*p.name,
                 "balance": p.cfg.balance.as_str(),
                 "active_checks": p.cfg.health.is_some(),
+                "panic": view.is_some_and(|v| v.panic),
                 "fallback": p.cfg.fallback.and_then(|f| snap.pools.get(f)).map(|f| &*f.name),
                 "max_connections": p.cfg.max_connections,
                 "limit": if p.cfg.adaptive { "adaptive" } else { "static" },
