@@ -59,8 +59,9 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Read a Frappe bench and print a complete config that does what the nginx config
-    /// of `bench setup nginx` does, plus health checks and, with --report-pool, the
-    /// report split. Check it with `switchyard --config FILE --check`.
+    /// of `bench setup nginx` does, plus health checks, request classes that keep a
+    /// gunicorn worker free of reports, uploads up to max_file_size and, with
+    /// --report-pool, the report split. Check it with `switchyard --config FILE --check`.
     FrappeBench {
         /// The bench directory (with apps/ and sites/).
         path: PathBuf,
@@ -73,9 +74,21 @@ enum Command {
         /// App servers of the web pool (default 127.0.0.1:<webserver_port>).
         #[arg(long, value_name = "ADDR", num_args = 1..)]
         web: Vec<String>,
-        /// The socketio server (default 127.0.0.1:<socketio_port>).
+        /// A socketio server (default 127.0.0.1:<socketio_port>); give it several
+        /// times for several nodes, kept sticky by cookie.
         #[arg(long, value_name = "ADDR")]
-        socketio: Option<String>,
+        socketio: Vec<String>,
+        /// gunicorn workers per app server (default: gunicorn_workers of
+        /// common_site_config.json, else bench's 2 x CPU + 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        workers: Option<u32>,
+        /// Report requests in flight per app server (default: workers - 1).
+        #[arg(long = "report-cap", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        report_cap: Option<u32>,
+        /// No request classes: reports may take every worker (the report split only
+        /// with --report-pool).
+        #[arg(long = "no-classes")]
+        no_classes: bool,
     },
 }
 
@@ -87,11 +100,17 @@ fn frappe_bench(cmd: Command) -> ExitCode {
         report_pool,
         web,
         socketio,
+        workers,
+        report_cap,
+        no_classes,
     } = cmd;
     let opts = switchyard::frappe::Options {
         web,
         report_pool,
         socketio,
+        workers,
+        report_cap,
+        no_classes,
         ..Default::default()
     };
     let (text, summary) = match switchyard::frappe::generate(&path, output.as_deref(), opts) {

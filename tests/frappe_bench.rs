@@ -5,57 +5,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use support::bench::{bench, copy_tree, on_loopback, run};
 use support::tlsclient::{cert, tls_connect};
 use support::wire::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// Copy a tree, keeping symlinks as symlinks.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let kind = e.file_type().unwrap();
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
-        } else if kind.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
-/// The fixture bench in a temporary directory, with `shop.test` on TLS.
-fn bench(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sy-bench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_tree(Path::new("tests/fixtures/frappe-bench"), &dir);
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    cert(&certs, "shop.test", &["shop.test"]);
-    let conf = format!(
-        "{{\"db_name\": \"_shop\", \"db_password\": \"shop_db_s3cret\", \"ssl_certificate\": \"{0}/shop.test.pem\", \"ssl_certificate_key\": \"{0}/shop.test.key\"}}",
-        certs.display()
-    );
-    std::fs::write(dir.join("sites/shop.test/site_config.json"), conf).unwrap();
-    dir
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The app: ping answers pong, private files answer with X-Accel-Redirect, WebSocket
 /// upgrades are accepted and echoed, everything else says who answered.
@@ -78,15 +34,6 @@ async fn server(name: &'static str) -> WireBackend {
         vec![Step::Send(format!("HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes())]
     })
     .await
-}
-
-/// Listener addresses become the test's loopback ports.
-fn on_loopback(config: &str) -> String {
-    config
-        .replace("\"0.0.0.0:80\"", "\"{listen0}\"")
-        .replace("\"[::]:80\"", "\"{listen1}\"")
-        .replace("\"0.0.0.0:443\"", "\"{listen2}\"")
-        .replace("\"[::]:443\"", "\"{listen3}\"")
 }
 
 async fn get(addr: std::net::SocketAddr, host: &str, path: &str) -> (String, String) {

@@ -64,6 +64,18 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// A count that must be at least 1.
+    pub(super) fn count(&mut self, v: &Option<toml::Spanned<u32>>, key: &str, d: u32) -> u32 {
+        match v {
+            Some(n) if *n.get_ref() == 0 => {
+                self.err(n.span(), format!("`{key}` must be at least 1"));
+                d
+            }
+            Some(n) => *n.get_ref(),
+            None => d,
+        }
+    }
+
     pub(super) fn duration(
         &mut self,
         v: &Option<SpanStr>,

@@ -223,9 +223,27 @@ pub struct FilePool {
     pub limit: Option<SpanStr>,
     /// A waiting request gains one priority step per `aging` waited.
     pub aging: Option<SpanStr>,
+    /// Sticky sessions by cookie (`[pools.NAME.sticky]`).
+    pub sticky: Option<FileSticky>,
     /// Request classes: caps and priorities (`[pools.NAME.classes.CLASS]`).
     #[serde(default)]
     pub classes: BTreeMap<SpanStr, Spanned<FileClass>>,
+}
+
+/// `[pools.NAME.sticky]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSticky {
+    pub cookie: Option<SpanStr>,
+    pub path: Option<SpanStr>,
+    /// `Secure`: always, never, or (unset) on HTTPS requests.
+    pub secure: Option<bool>,
+    pub http_only: Option<bool>,
+    pub same_site: Option<SpanStr>,
+    /// Lifetime; unset = a session cookie.
+    pub max_age: Option<SpanStr>,
+    /// Key of the cookie's digest, for several proxies that must agree.
+    pub secret: Option<String>,
 }
 
 /// `[pools.NAME.classes.CLASS]`.

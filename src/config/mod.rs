@@ -10,7 +10,7 @@
 //! - `validate.rs`: the whole check and the routes; `check.rs`: the error collector and the
 //!   value parsers every section shares.
 //! - One file per section: `settings.rs` (`[server]`, `[log]`, `[admin]`, `[runtime]`,
-//!   `[reload]`), `listeners.rs`, `pools.rs`, `upstream_tls.rs`, `classes.rs`, `web.rs`
+//!   `[reload]`), `listeners.rs`, `pools.rs`, `health.rs`, `upstream_tls.rs`, `sticky.rs`, `classes.rs`, `web.rs`
 //!   (actions, sites, compression), `pages.rs` (error pages).
 //! - `error.rs`: `file:line:col` and the caret; `summary.rs`: the `--check` summary.
 
@@ -18,11 +18,13 @@ mod check;
 mod classes;
 mod error;
 mod file;
+mod health;
 mod listeners;
 mod pages;
 mod pools;
 mod sections;
 mod settings;
+mod sticky;
 mod summary;
 mod upstream_tls;
 mod validate;
@@ -214,6 +216,18 @@ pub struct LogSettings {
     pub access_format: AccessFormat,
 }
 
+/// `[pools.NAME.sticky]`: sticky sessions by cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sticky {
+    pub cookie: String,
+    /// `; Path=…; HttpOnly; SameSite=…; Max-Age=…`: every attribute but `Secure`.
+    pub attributes: String,
+    /// `Secure` always (`true`), never (`false`), or on HTTPS requests (`None`).
+    pub secure: Option<bool>,
+    /// Key of the cookie's digest; `None` = a random key per process.
+    pub secret: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub name: Arc<str>,
@@ -231,6 +245,8 @@ pub struct PoolConfig {
     /// Ramp a joining or returning server's share up over this time.
     pub slow_start: Option<Duration>,
     pub hash_key: HashKey,
+    /// Sticky sessions by cookie.
+    pub sticky: Option<Sticky>,
     /// Most requests in flight per server; `None` = unlimited.
     pub max_connections: Option<usize>,
     pub queue_timeout: Duration,

@@ -67,6 +67,9 @@ impl Config {
         if let Some(f) = p.fallback.and_then(|i| self.pools.get(i)) {
             let _ = write!(line, "; falls back to {}", f.name);
         }
+        if let Some(st) = &p.sticky {
+            let _ = write!(line, "; sticky by cookie {}", st.cookie);
+        }
         line
     }
 

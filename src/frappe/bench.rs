@@ -20,6 +20,10 @@ pub struct Bench {
     pub socketio_from_config: bool,
     pub http_timeout: u64,
     pub allow_rate_limiting: bool,
+    /// `gunicorn_workers` of the common config (bench writes 2 × CPU + 1 at init).
+    pub gunicorn_workers: Option<u32>,
+    /// `max_file_size` of the common config, bytes.
+    pub max_file_size: Option<u64>,
     pub wildcard: Option<Wildcard>,
     /// Sorted by name.
     pub sites: Vec<Site>,
@@ -39,6 +43,8 @@ pub struct Site {
     pub nginx_port: Option<u16>,
     pub cert: Option<(PathBuf, PathBuf)>,
     pub domains: Vec<Domain>,
+    /// `max_file_size` of its site_config.json, bytes (wins over the common one).
+    pub max_file_size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +92,12 @@ pub fn read(dir: &Path) -> Result<Bench, BenchError> {
             .and_then(Value::as_u64)
             .unwrap_or(120),
         allow_rate_limiting: truthy(common.get("allow_rate_limiting")),
+        gunicorn_workers: common
+            .get("gunicorn_workers")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0),
+        max_file_size: bytes(&common, "max_file_size"),
         wildcard: wildcard(&common, &common_path)?,
         sites,
         dir,
@@ -103,6 +115,16 @@ fn json(path: &Path) -> Result<Value, BenchError> {
         ));
     }
     Ok(v)
+}
+
+/// A byte count as Frappe's `cint` reads it: a number or a numeric string; 0 is unset.
+fn bytes(v: &Value, key: &str) -> Option<u64> {
+    match v.get(key)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n| *n > 0)
 }
 
 /// bench treats 1, true and "1" alike.
@@ -170,6 +192,7 @@ fn site(name: &str, file: &Path, v: &Value) -> Result<Site, BenchError> {
         nginx_port,
         cert: cert_pair(v, file)?,
         domains,
+        max_file_size: bytes(v, "max_file_size"),
     })
 }
 

@@ -1,16 +1,22 @@
 //! `switchyard frappe-bench PATH`: turn a Frappe bench into a complete switchyard
 //! config, the counterpart of `bench setup nginx`.
 //!
-//! `bench.rs` reads the bench as bench's `nginx.py` does; `render.rs` writes the config.
+//! `bench.rs` reads the bench as bench's `nginx.py` does; `render.rs` writes the config
+//! (listeners, sites, routes), `pools.rs` its pools and report routes, from the
+//! numbers `capacity.rs` derives (workers, the report cap, upload limits);
+//! `toml_text.rs` writes TOML values.
 //! Nothing is written unless the whole bench reads cleanly: a missing or malformed file
 //! is an error naming it.
 
 mod bench;
+mod capacity;
+mod pools;
 mod render;
+mod toml_text;
 
 use std::path::{Path, PathBuf};
 
-pub use render::REPORT_METHODS;
+pub use pools::REPORT_METHODS;
 
 /// The 502 page bench ships (`bench/config/templates/502.html`), in substance.
 pub const PAGE_502: &str = include_str!("../../examples/502.html");
@@ -22,8 +28,15 @@ pub struct Options {
     pub web: Vec<String>,
     /// Servers for the report pool; none = no report split.
     pub report_pool: Vec<String>,
-    /// The socketio server; default `127.0.0.1:<socketio_port>`.
-    pub socketio: Option<String>,
+    /// The socketio servers; default `127.0.0.1:<socketio_port>`. Several are kept
+    /// sticky by cookie.
+    pub socketio: Vec<String>,
+    /// gunicorn workers per app server (else `gunicorn_workers`, else bench's default).
+    pub workers: Option<u32>,
+    /// Reports in flight per app server (else workers - 1).
+    pub report_cap: Option<u32>,
+    /// No request classes (the report routes only with `--report-pool`).
+    pub no_classes: bool,
     /// Where the 502 page is (written by [`generate`]).
     pub page_502: PathBuf,
 }
@@ -63,6 +76,19 @@ pub fn generate(
     Ok((text, summary(&bench, &o, &ports)))
 }
 
+/// What the summary says of the request classes.
+fn classes_line(b: &bench::Bench, o: &Options) -> String {
+    match capacity::classes(b, o) {
+        None => {
+            "\nclasses: off (--no-classes): a report flood can take every gunicorn worker".into()
+        }
+        Some(c) => format!(
+            "\nclasses: web pool max_connections {} ({}); class `report` capped at {} per app server ({}), priority -10",
+            c.workers.n, c.workers.from, c.report_cap, c.cap_from
+        ),
+    }
+}
+
 fn summary(
     b: &bench::Bench,
     o: &Options,
@@ -83,19 +109,29 @@ fn summary(
         s += &format!(", one port per site: {}", p.join(", "));
     }
     let aliases: usize = b.sites.iter().map(|x| x.domains.len()).sum();
-    s += &format!(
-        "\n{aliases} domain alias(es); web pool: {}; socketio: 127.0.0.1:{}",
-        if o.web.is_empty() {
-            format!("127.0.0.1:{}", b.webserver_port)
-        } else {
-            o.web.join(", ")
-        },
-        b.socketio_port
-    );
+    let web = if o.web.is_empty() {
+        format!("127.0.0.1:{}", b.webserver_port)
+    } else {
+        o.web.join(", ")
+    };
+    let sock = if o.socketio.is_empty() {
+        format!("127.0.0.1:{}", b.socketio_port)
+    } else if o.socketio.len() > 1 {
+        format!("{} (sticky by cookie)", o.socketio.join(", "))
+    } else {
+        o.socketio.join(", ")
+    };
+    s += &format!("\n{aliases} domain alias(es); web pool: {web}; socketio: {sock}");
     if !o.report_pool.is_empty() {
         s += &format!(
             "; report pool: {} (falls back to web)",
             o.report_pool.join(", ")
+        );
+    }
+    s += &classes_line(b, o);
+    for (site, size) in capacity::raised(b) {
+        s += &format!(
+            "\nuploads: max_body_size {size} for {site} (its max_file_size is above bench's 50m)"
         );
     }
     s += &format!(

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::Options;
 use super::bench::{Bench, Site};
+use super::toml_text::{list, q};
 
 /// The template's five security headers.
 const SECURITY_HEADERS: &str = r#"{ "X-Frame-Options" = "SAMEORIGIN", "Strict-Transport-Security" = "max-age=63072000; includeSubDomains; preload", "X-Content-Type-Options" = "nosniff", "X-XSS-Protection" = "1; mode=block", "Referrer-Policy" = "same-origin, strict-origin-when-cross-origin" }"#;
@@ -32,29 +33,6 @@ const GZIP_TYPES: &[&str] = &[
     "text/javascript",
 ];
 
-/// Frappe's read-only report methods (§4.2).
-pub const REPORT_METHODS: &[&str] = &[
-    "frappe.desk.query_report.run",
-    "frappe.desk.query_report.export_query",
-    "frappe.desk.reportview.get",
-    "frappe.desk.reportview.get_list",
-    "frappe.desk.reportview.get_count",
-    "frappe.desk.reportview.export_query",
-    "frappe.desk.reportview.get_sidebar_stats",
-    "frappe.desk.reportview.get_stats",
-    "frappe.desk.notifications.get_open_count",
-];
-
-/// A TOML string literal.
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-fn list(items: &[String]) -> String {
-    let v: Vec<String> = items.iter().map(|s| q(s)).collect();
-    format!("[{}]", v.join(", "))
-}
-
 /// The whole config.
 pub fn render(b: &Bench, o: &Options, ports: &std::collections::BTreeMap<u16, String>) -> String {
     let mut s = String::new();
@@ -79,8 +57,9 @@ pub fn render(b: &Bench, o: &Options, ports: &std::collections::BTreeMap<u16, St
         "[server]\nheader_timeout = \"15s\"   # keepalive_timeout 15\n"
     );
     sites_and_compression(&mut s, b);
-    pools(&mut s, b, o);
-    routes(&mut s, b, o, &sites_dir);
+    let classes = super::capacity::classes(b, o);
+    super::pools::pools(&mut s, b, o, classes.as_ref());
+    routes(&mut s, b, o, &sites_dir, classes.as_ref());
     s
 }
 
@@ -126,9 +105,11 @@ fn names(b: &Bench) -> String {
     }
 }
 
-/// Keys every listener gets: the template's server-level directives.
-fn common_keys(s: &mut String, b: &Bench, o: &Options) {
-    let _ = writeln!(s, "max_body_size = \"50m\"   # client_max_body_size 50m");
+/// Keys every listener gets: the template's server-level directives, with the upload
+/// limit of the `sites` it serves.
+fn common_keys(s: &mut String, b: &Bench, o: &Options, sites: &[&Site]) {
+    let (size, why) = super::capacity::body_size(b, sites.iter().copied());
+    let _ = writeln!(s, "max_body_size = \"{size}\"   # {why}");
     let page = o.page_502.display().to_string();
     let _ = writeln!(
         s,
@@ -166,7 +147,7 @@ fn listeners(
             q(site),
             q(site)
         );
-        common_keys(s, b, o);
+        common_keys(s, b, o, &site_conf.into_iter().collect::<Vec<_>>());
         if let Some((c, k)) = site_conf.and_then(|x| x.cert.as_ref()) {
             let _ = writeln!(
                 s,
@@ -181,12 +162,13 @@ fn listeners(
 
 /// `dns_multitenant`: every site by name on :80, and those with a certificate on :443.
 fn multitenant_listeners(s: &mut String, b: &Bench, o: &Options) {
+    let all: Vec<&Site> = b.sites.iter().collect();
     for (name, addr) in [("http", "0.0.0.0:80"), ("http6", "[::]:80")] {
         let _ = writeln!(
             s,
             "[[listeners]]   # dns_multitenant: every site by name on :80\nname = \"{name}\"\naddr = \"{addr}\""
         );
-        common_keys(s, b, o);
+        common_keys(s, b, o, &all);
         s.push('\n');
     }
     let certs = tls_certs(b);
@@ -198,7 +180,7 @@ fn multitenant_listeners(s: &mut String, b: &Bench, o: &Options) {
             s,
             "[[listeners]]   # the sites with a certificate, on :443\nname = \"{name}\"\naddr = \"{addr}\""
         );
-        common_keys(s, b, o);
+        common_keys(s, b, o, &all);
         for (cert, key, why) in &certs {
             let _ = writeln!(
                 s,
@@ -263,59 +245,13 @@ pub fn tls_names(b: &Bench) -> Vec<String> {
     out
 }
 
-fn health(s: &mut String, pool: &str, site: Option<&Site>) {
-    let Some(site) = site else { return };
-    let _ = writeln!(
-        s,
-        "[pools.{pool}.health]   # Frappe's ping: the site config loads and the DB answers\npath = \"/api/method/ping\"\nhost = {}\nbody_contains = \"pong\"\ninterval = \"5s\"\n",
-        q(&site.name)
-    );
-}
-
-fn pools(s: &mut String, b: &Bench, o: &Options) {
-    let web = if o.web.is_empty() {
-        vec![format!("127.0.0.1:{}", b.webserver_port)]
-    } else {
-        o.web.clone()
-    };
-    let from = if o.web.is_empty() {
-        "webserver_port of common_site_config.json"
-    } else {
-        "--web"
-    };
-    let _ = writeln!(
-        s,
-        "[pools.web]   # gunicorn ({from})\nservers = {}\nread_timeout = \"{}s\"   # http_timeout\n",
-        list(&web),
-        b.http_timeout
-    );
-    health(s, "web", b.sites.first());
-    let sock = o
-        .socketio
-        .clone()
-        .unwrap_or_else(|| format!("127.0.0.1:{}", b.socketio_port));
-    let from = match (&o.socketio, b.socketio_from_config) {
-        (Some(_), _) => "--socketio",
-        (None, true) => "socketio_port of common_site_config.json",
-        (None, false) => "bench init's default port 9000",
-    };
-    let _ = writeln!(
-        s,
-        "[pools.socketio]   # node socketio ({from})\nservers = [{}]\nread_timeout = \"60s\"   # nginx's default proxy_read_timeout\n",
-        q(&sock)
-    );
-    if !o.report_pool.is_empty() {
-        let _ = writeln!(
-            s,
-            "[pools.reports]   # --report-pool: the read-only report methods\nservers = {}\nread_timeout = \"{}s\"\nfallback = \"web\"   # reports keep working when the report servers are down\n",
-            list(&o.report_pool),
-            b.http_timeout.max(600)
-        );
-        health(s, "reports", b.sites.first());
-    }
-}
-
-fn routes(s: &mut String, b: &Bench, o: &Options, sites: &str) {
+fn routes(
+    s: &mut String,
+    b: &Bench,
+    o: &Options,
+    sites: &str,
+    classes: Option<&super::capacity::Classes>,
+) {
     https_redirect(s, b);
     let _ = writeln!(
         s,
@@ -337,9 +273,7 @@ fn routes(s: &mut String, b: &Bench, o: &Options, sites: &str) {
         "[[routes]]   # location ~* ^/files/.*.(htm|html|svg|xml): forced download, no rewrites\nname = \"files-download\"\nmatch.path_regex = '(?i)/files/.*.(htm|html|svg|xml).*'\nroot = {public}\npool = \"web\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nadd_response_headers = {{ \"Content-Disposition\" = \"attachment\" }}\n"
     );
     strip_routes(s);
-    if !o.report_pool.is_empty() {
-        report_routes(s);
-    }
+    super::pools::report_routes(s, o, classes);
     let _ = writeln!(
         s,
         "[[routes]]   # location /: try_files /<site>/public/$uri @webserver\nname = \"site\"\nroot = {public}\npool = \"web\"\naccel_redirect = true   # X-Use-X-Accel-Redirect: True\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}"
@@ -379,24 +313,4 @@ fn strip_routes(s: &mut String) {
             "[[routes]]   # {why}\nname = \"{name}\"\nmatch.path_regex = '{re}'\nredirect = \"$1\"\n"
         );
     }
-}
-
-/// `--report-pool`: report methods in `cmd` (query, form, multipart, JSON) and under
-/// `/api/method/`, to the reports pool.
-fn report_routes(s: &mut String) {
-    let methods: Vec<String> = REPORT_METHODS.iter().map(|m| (*m).to_owned()).collect();
-    let _ = writeln!(
-        s,
-        "[[routes]]   # --report-pool: a report `cmd` in the query, a form, multipart or JSON body\nname = \"reports-cmd\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.param.cmd = {}\n",
-        list(&methods)
-    );
-    let alt: Vec<String> = REPORT_METHODS
-        .iter()
-        .map(|m| m.replace('.', r"\."))
-        .collect();
-    let _ = writeln!(
-        s,
-        "[[routes]]   # --report-pool: /api/method/<report method> (v1, v2 too)\nname = \"reports-api\"\npool = \"reports\"\naccel_redirect = true\nset_request_headers = {{ \"Host\" = \"{{host}}\" }}\nmatch.path_regex = '/api(/v1|/v2)?/method/({})/?'\n",
-        alt.join("|")
-    );
 }

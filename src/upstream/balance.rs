@@ -18,6 +18,9 @@ const VNODES: u32 = 40;
 pub enum PickKey {
     None,
     Hash(u64),
+    /// The server a sticky cookie names: taken while eligible and with room, else
+    /// the balancer chooses.
+    Server(usize),
 }
 
 /// Which servers of a pool may take traffic now, with their effective weights.
@@ -111,6 +114,12 @@ impl PoolView {
             eps.get(i)
                 .map_or(f64::MAX, |e| e.in_flight() as f64 / self.weight_of(i))
         };
+        if let PickKey::Server(i) = key
+            && self.eligible.contains(&i)
+            && ok(i)
+        {
+            return Some(i);
+        }
         match (balance, key) {
             (Balance::RoundRobin, _) => {
                 let n = self.schedule.len();
@@ -125,34 +134,7 @@ impl PoolView {
                     .map(|k| self.ring[(start + k) % n].1)
                     .find(|&i| ok(i))
             }
-            (Balance::RandomTwo, _) => {
-                let cands: Vec<usize> = self.eligible.iter().copied().filter(|&i| ok(i)).collect();
-                // Latency weighs in only when both servers have been measured: an
-                // unmeasured one (new, or all its requests still in flight) must not look
-                // infinitely fast.
-                let lat = |i: usize| eps.get(i).map_or(0.0, |e| e.stats.ewma_us());
-                let score = |i: usize, latency: bool| {
-                    eps.get(i).map_or(f64::MAX, |e| {
-                        let l = if latency { lat(i) } else { 1.0 };
-                        (e.in_flight() as f64 + 1.0) * l / self.weight_of(i)
-                    })
-                };
-                match cands.len() {
-                    0 => None,
-                    1 => Some(cands[0]),
-                    n => {
-                        let a = rand(n);
-                        let b = (a + 1 + rand(n - 1)) % n;
-                        let (a, b) = (cands[a], cands[b]);
-                        let both = lat(a) > 0.0 && lat(b) > 0.0;
-                        Some(if score(b, both) < score(a, both) {
-                            b
-                        } else {
-                            a
-                        })
-                    }
-                }
-            }
+            (Balance::RandomTwo, _) => self.random_two(eps, ok, rand),
             // least_conn, and hash without a key: fewest in flight per weight, ties rotate.
             _ => {
                 let n = self.eligible.len();
@@ -160,6 +142,41 @@ impl PoolView {
                     .map(|k| self.eligible[(rotate + k) % n])
                     .filter(|&i| ok(i))
                     .min_by(|&a, &b| load(a).total_cmp(&load(b)))
+            }
+        }
+    }
+
+    /// Power of two choices over (in-flight + 1) × latency EWMA per weight.
+    fn random_two(
+        &self,
+        eps: &[Arc<Endpoint>],
+        ok: &dyn Fn(usize) -> bool,
+        rand: &mut dyn FnMut(usize) -> usize,
+    ) -> Option<usize> {
+        let cands: Vec<usize> = self.eligible.iter().copied().filter(|&i| ok(i)).collect();
+        // Latency weighs in only when both servers have been measured: an
+        // unmeasured one (new, or all its requests still in flight) must not look
+        // infinitely fast.
+        let lat = |i: usize| eps.get(i).map_or(0.0, |e| e.stats.ewma_us());
+        let score = |i: usize, latency: bool| {
+            eps.get(i).map_or(f64::MAX, |e| {
+                let l = if latency { lat(i) } else { 1.0 };
+                (e.in_flight() as f64 + 1.0) * l / self.weight_of(i)
+            })
+        };
+        match cands.len() {
+            0 => None,
+            1 => Some(cands[0]),
+            n => {
+                let a = rand(n);
+                let b = (a + 1 + rand(n - 1)) % n;
+                let (a, b) = (cands[a], cands[b]);
+                let both = lat(a) > 0.0 && lat(b) > 0.0;
+                Some(if score(b, both) < score(a, both) {
+                    b
+                } else {
+                    a
+                })
             }
         }
     }

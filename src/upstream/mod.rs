@@ -15,6 +15,7 @@
 //! - `request_body.rs`: the request body on its way upstream.
 //! - `target.rs`: the request target and version an upstream gets.
 //! - `stats.rs`: per-server counters and health as the admin API shows them.
+//! - `sticky.rs`: the sticky-session cookie of each server.
 
 mod admit;
 mod balance;
@@ -23,6 +24,7 @@ mod h1;
 mod request_body;
 mod slots;
 mod stats;
+mod sticky;
 mod stream;
 mod target;
 
@@ -42,6 +44,7 @@ pub use budget::RetryBudget;
 pub use h1::{H1Pool, Lease, SendError};
 pub use request_body::{BodyError, RequestBody, Unsent};
 pub use stats::{EndpointStats, ProbeRecord, ServerState, Status};
+pub use sticky::{StickyCookie, cookie};
 pub use target::target;
 
 use crate::config::PoolConfig;
@@ -145,6 +148,8 @@ pub struct Endpoint {
     /// The adaptive limit now (pools with `limit = "adaptive"`).
     pub limit: AtomicUsize,
     pub adapt: admit::Adapt,
+    /// The server's sticky-session cookie (pools with `[pools.NAME.sticky]`).
+    pub sticky: Option<StickyCookie>,
 }
 
 impl Endpoint {
@@ -167,6 +172,7 @@ impl Endpoint {
             class_in_flight: Box::new([AtomicUsize::new(0)]),
             limit: AtomicUsize::new(0),
             adapt: admit::Adapt::default(),
+            sticky: None,
         }
     }
 
@@ -252,6 +258,10 @@ impl Pool {
                 let mut e = Endpoint::new(s.addr, s.weight, stats_for(s.addr))
                     .with_conns(conns)
                     .with_classes(cfg.classes.len(), start);
+                e.sticky = cfg
+                    .sticky
+                    .as_ref()
+                    .map(|st| StickyCookie::new(st, &cfg.name, s.addr));
                 if cfg.upstream_h2 {
                     e.h2 = Some(
                         old.and_then(|e| e.h2.clone())
@@ -287,6 +297,15 @@ impl Pool {
 
     pub fn read_timeout(&self) -> Duration {
         self.cfg.read_timeout
+    }
+
+    /// The server whose sticky cookie the request carries, if the pool is sticky.
+    pub fn sticky_server(&self, headers: &http::HeaderMap) -> Option<usize> {
+        let name = &self.cfg.sticky.as_ref()?.cookie;
+        let value = cookie(headers, name)?;
+        self.endpoints
+            .iter()
+            .position(|e| e.sticky.as_ref().is_some_and(|c| *c.value == *value))
     }
 
     /// The endpoint for the next request of `class` among the view's eligible ones,

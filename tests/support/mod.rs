@@ -605,7 +605,9 @@ pub async fn read_message(
         pending.extend_from_slice(&buf[..n]);
     }
 }
+pub mod bench;
 pub mod config;
+pub mod engineio;
 pub mod tlsclient;
 pub mod wire;
 pub mod workers;

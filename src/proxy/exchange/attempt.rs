@@ -110,7 +110,13 @@ impl<'a> Exchange<'a> {
             self.announce(attempt, in_flight.endpoint());
             meta.server = Some(in_flight.endpoint().addr);
             match self.on_server(in_flight, may_retry, meta).await? {
-                Tried::Answered(resp, in_flight) => return Ok((resp, Some(in_flight))),
+                Tried::Answered(mut resp, in_flight) => {
+                    let https = self.cx.conn.scheme == "https";
+                    if let Some(c) = pick::sticky_cookie(pool, key, tried[attempt], https) {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    return Ok((resp, Some(in_flight)));
+                }
                 Tried::Failed(e) => last = e,
             }
         }

@@ -69,7 +69,11 @@ pub(crate) async fn admit(
 /// A wait at least this long is logged.
 const LONG_WAIT: Duration = Duration::from_secs(1);
 
+/// What steers the pick: a valid sticky cookie, else the hash key of `balance = "hash"`.
 pub(crate) fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey {
+    if let Some(i) = pool.sticky_server(&parts.headers) {
+        return PickKey::Server(i);
+    }
     if pool.cfg.balance != crate::config::Balance::Hash {
         return PickKey::None;
     }
@@ -90,4 +94,19 @@ pub(crate) fn pick_key(pool: &Pool, parts: &Parts, peer: SocketAddr) -> PickKey 
             .find(|(k, _)| k == name)
             .map_or(ip, |(_, v)| crate::upstream::hash_of(v)),
     })
+}
+
+/// The `Set-Cookie` of a sticky pool for an answer from server `chosen`, unless the
+/// request's cookie already names it.
+pub(crate) fn sticky_cookie(
+    pool: &Pool,
+    key: PickKey,
+    chosen: usize,
+    https: bool,
+) -> Option<http::HeaderValue> {
+    if key == PickKey::Server(chosen) {
+        return None;
+    }
+    let c = pool.endpoints.get(chosen)?.sticky.as_ref()?;
+    Some(c.header(https).clone())
 }
