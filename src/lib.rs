@@ -18,6 +18,7 @@ pub mod idle;
 pub mod metrics;
 pub mod process;
 pub mod proxy;
+pub mod resolve;
 pub mod routing;
 pub mod sites;
 pub mod state;

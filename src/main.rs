@@ -133,6 +133,20 @@ fn frappe_bench(cmd: Command) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--check`: resolve the config's server names once, as the resolver will.
+fn check_names(config: &switchyard::config::Config) -> Vec<String> {
+    if config.pools.iter().all(|p| p.names.is_empty()) {
+        return Vec::new();
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(switchyard::resolve::check(config)),
+        Err(e) => vec![format!("warning: names not checked: {e}")],
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(cmd) = args.command.take() {
@@ -150,6 +164,9 @@ fn main() -> ExitCode {
     };
     if args.check {
         print!("{}", config.summary());
+        for line in check_names(&config) {
+            println!("{line}");
+        }
         return ExitCode::SUCCESS;
     }
     let rt = match runtime(config.workers) {

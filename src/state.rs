@@ -171,13 +171,22 @@ fn full_view(pool: &Pool) -> PoolView {
 #[derive(Debug)]
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
+    /// What the resolver last said of every server name (for the admin API).
+    pub names: crate::resolve::Table,
 }
 
 impl SharedState {
     pub fn new(snapshot: Snapshot) -> Self {
         SharedState {
             current: ArcSwap::from_pointee(snapshot),
+            names: Default::default(),
         }
+    }
+
+    /// With the name table the first round of resolutions filled.
+    pub fn with_names(mut self, names: crate::resolve::Table) -> Self {
+        self.names = names;
+        self
     }
 
     /// The current snapshot, kept alive for as long as the caller holds it (a request

@@ -37,6 +37,18 @@ pub struct FileConfig {
     pub sites: Option<FileSites>,
     /// Response compression (nginx `gzip`).
     pub compression: Option<FileCompression>,
+    /// How server names are resolved (`[resolver]`).
+    #[serde(default)]
+    pub resolver: FileResolver,
+}
+
+/// `[resolver]`: the DNS servers names are resolved with; default the system's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResolver {
+    pub nameservers: Option<Vec<SpanStr>>,
+    pub timeout: Option<SpanStr>,
+    pub attempts: Option<Spanned<usize>>,
 }
 
 /// `[sites]`.
@@ -223,6 +235,11 @@ pub struct FilePool {
     pub limit: Option<SpanStr>,
     /// A waiting request gains one priority step per `aging` waited.
     pub aging: Option<SpanStr>,
+    /// How often names among `servers` are re-resolved at most (default 5 s).
+    pub resolve_interval: Option<SpanStr>,
+    /// `"live"` (default: names resolved in the background, a pool may start empty)
+    /// or `"at_start"` (resolved once at load; a name that does not resolve is an error).
+    pub resolve: Option<SpanStr>,
     /// Sticky sessions by cookie (`[pools.NAME.sticky]`).
     pub sticky: Option<FileSticky>,
     /// Request classes: caps and priorities (`[pools.NAME.classes.CLASS]`).
@@ -312,17 +329,20 @@ pub struct FileRetry {
     pub budget_min_per_sec: Option<u32>,
 }
 
-/// `"10.0.0.1:8000"` or `{ addr = "10.0.0.1:8000", weight = 2 }`.
+/// `"10.0.0.1:8000"`, `"backend:8000"`, `{ addr = "10.0.0.1:8000", weight = 2 }` or
+/// `{ srv = "_http._tcp.gunicorn.erp.svc.cluster.local" }`.
 #[derive(Debug)]
 pub struct FileServerEntry {
-    pub addr: String,
+    pub addr: Option<String>,
+    pub srv: Option<String>,
     pub weight: u32,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileServerTable {
-    addr: String,
+    addr: Option<String>,
+    srv: Option<String>,
     #[serde(default = "default_weight")]
     weight: u32,
 }
@@ -339,12 +359,13 @@ impl<'de> Deserialize<'de> for FileServerEntry {
             type Value = FileServerEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    r#"an address "host:port" or a table { addr = "host:port", weight = N }"#,
+                    r#"an address "host:port", a table { addr = "host:port", weight = N } or { srv = "_service._proto.name" }"#,
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(FileServerEntry {
-                    addr: v.to_owned(),
+                    addr: Some(v.to_owned()),
+                    srv: None,
                     weight: default_weight(),
                 })
             }
@@ -352,6 +373,7 @@ impl<'de> Deserialize<'de> for FileServerEntry {
                 let t = FileServerTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(FileServerEntry {
                     addr: t.addr,
+                    srv: t.srv,
                     weight: t.weight,
                 })
             }

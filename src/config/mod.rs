@@ -112,6 +112,13 @@ pub const DEFAULT_IDEMPOTENT: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
 pub const IDEMPOTENT: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
 /// A waiting request gains one priority step per this much waiting.
 pub const DEFAULT_AGING: Duration = Duration::from_secs(1);
+/// Names are re-resolved at least this often (sooner when their TTL runs out).
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Names are never re-resolved more often than this.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Per-query DNS timeout and attempts (`[resolver]`).
+pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_RESOLVER_ATTEMPTS: usize = 2;
 /// How long a request may wait for a free connection slot when `max_connections` is set.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many requests may wait for a slot per pool; more get 503 at once.
@@ -142,6 +149,8 @@ pub struct Config {
     pub classes: Vec<Arc<str>>,
     /// Problems worth a look that do not stop the config (`--check` prints them).
     pub warnings: Vec<String>,
+    /// `[resolver]`.
+    pub resolver: ResolverSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -231,7 +240,14 @@ pub struct Sticky {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub name: Arc<str>,
+    /// Servers by address, and (once resolved) the addresses of `names`.
     pub servers: Vec<ServerConfig>,
+    /// Servers by name, re-resolved in the background (`resolve = "live"`).
+    pub names: Vec<NameConfig>,
+    /// Re-resolve a name at least this often (sooner when its TTL runs out).
+    pub resolve_interval: Duration,
+    /// Why the pool has no server yet: its names and what the resolver said.
+    pub unresolved: Option<Arc<str>>,
     pub balance: Balance,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -338,6 +354,37 @@ pub enum HashKey {
 pub struct ServerConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+}
+
+/// A server given by name, resolved in the background into servers of its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NameConfig {
+    /// `host:port`: every A/AAAA address of `host`, each with `weight`.
+    Host {
+        host: String,
+        port: u16,
+        weight: u32,
+    },
+    /// An SRV name: targets, ports and weights from its records.
+    Srv { name: String },
+}
+
+impl std::fmt::Display for NameConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameConfig::Host { host, port, .. } => write!(f, "{host}:{port}"),
+            NameConfig::Srv { name } => write!(f, "srv {name}"),
+        }
+    }
+}
+
+/// `[resolver]`: DNS servers (`None`: the system's `/etc/resolv.conf`), per-query
+/// timeout and attempts. `/etc/hosts` is always read first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub timeout: Duration,
+    pub attempts: usize,
 }
 
 /// Read, parse and validate a config file.

@@ -30,10 +30,18 @@ pub(super) fn pool(
             ),
         );
     }
-    let servers = servers(cx, name, p);
+    let at_start = at_start(cx, p);
+    let (servers, by_name) = servers(cx, name, p, at_start);
     PoolConfig {
         name: name.get_ref().as_str().into(),
         servers,
+        names: by_name,
+        resolve_interval: cx.duration(
+            &p.resolve_interval,
+            "resolve_interval",
+            DEFAULT_RESOLVE_INTERVAL,
+        ),
+        unresolved: None,
         balance: p.balance,
         connect_timeout: cx.duration(
             &p.connect_timeout,
@@ -68,9 +76,16 @@ pub(super) fn pool(
     }
 }
 
-/// The pool's `servers`: weights in range, addresses resolved (once, at load), none twice.
-fn servers(cx: &mut Check<'_>, name: &SpanStr, p: &FilePool) -> Vec<ServerConfig> {
-    let mut servers = Vec::new();
+/// The pool's `servers`: weights in range, none twice. Addresses are servers at once;
+/// names are resolved in the background (`names`), or once here with
+/// `resolve = "at_start"`.
+fn servers(
+    cx: &mut Check<'_>,
+    name: &SpanStr,
+    p: &FilePool,
+    at_start: bool,
+) -> (Vec<ServerConfig>, Vec<NameConfig>) {
+    let (mut servers, mut names) = (Vec::new(), Vec::new());
     for s in &p.servers {
         let entry = s.get_ref();
         if entry.weight == 0 || entry.weight > MAX_WEIGHT {
@@ -82,23 +97,110 @@ fn servers(cx: &mut Check<'_>, name: &SpanStr, p: &FilePool) -> Vec<ServerConfig
                 ),
             );
         }
-        let hint = match entry.addr.split_once("://") {
-            Some((_, rest)) => format!(
-                "; write it without the scheme: {:?}",
-                rest.trim_end_matches('/')
-            ),
-            None => String::new(),
+        let weight = entry.weight.clamp(1, MAX_WEIGHT);
+        let found = match (&entry.addr, &entry.srv) {
+            (Some(addr), None) => server(cx, s.span(), addr, weight, at_start),
+            (None, Some(srv)) if valid_name(srv) => {
+                Some(Err(NameConfig::Srv { name: srv.clone() }))
+            }
+            (None, Some(srv)) => {
+                cx.err(s.span(), format!("srv {srv:?} is not a DNS name (e.g. \"_http._tcp.gunicorn.erp.svc.cluster.local\")"));
+                None
+            }
+            _ => {
+                cx.err(s.span(), "a server table needs either `addr` or `srv`");
+                None
+            }
         };
-        match resolve(&entry.addr) {
-            Some(addr) if servers.iter().any(|x: &ServerConfig| x.addr == addr) => cx.err(
+        match found {
+            Some(Ok(sv)) if servers.iter().any(|x: &ServerConfig| x.addr == sv.addr) => cx.err(
                 s.span(),
-                format!("server {addr} is listed twice in pool `{}`; give it a weight instead", name.get_ref()),
+                format!(
+                    "server {} is listed twice in pool `{}`; give it a weight instead",
+                    sv.addr,
+                    name.get_ref()
+                ),
             ),
-            Some(addr) => servers.push(ServerConfig { addr, weight: entry.weight.clamp(1, MAX_WEIGHT) }),
-            None => cx.err(s.span(), format!("server address {:?} is not host:port (e.g. \"10.0.0.11:8000\") or does not resolve{hint}", entry.addr)),
+            Some(Ok(sv)) => servers.push(sv),
+            Some(Err(n)) if names.contains(&n) => cx.err(
+                s.span(),
+                format!("{n} is listed twice in pool `{}`", name.get_ref()),
+            ),
+            Some(Err(n)) => names.push(n),
+            None => {}
         }
     }
-    servers
+    (servers, names)
+}
+
+/// One `addr`: `Ok` a server by address (or resolved now, `at_start`), `Err` a name
+/// to resolve live; `None` after an error.
+fn server(
+    cx: &mut Check<'_>,
+    span: std::ops::Range<usize>,
+    addr: &str,
+    weight: u32,
+    at_start: bool,
+) -> Option<Result<ServerConfig, NameConfig>> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Some(Ok(ServerConfig { addr: a, weight }));
+    }
+    let hint = match addr.split_once("://") {
+        Some((_, rest)) => format!(
+            "; write it without the scheme: {:?}",
+            rest.trim_end_matches('/')
+        ),
+        None => String::new(),
+    };
+    let parsed = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| valid_name(h));
+    let Some((host, port)) = parsed else {
+        cx.err(span, format!("server address {addr:?} is not host:port (e.g. \"10.0.0.11:8000\" or \"backend:8000\"){hint}"));
+        return None;
+    };
+    if !at_start {
+        return Some(Err(NameConfig::Host {
+            host: host.to_owned(),
+            port,
+            weight,
+        }));
+    }
+    match resolve(addr) {
+        Some(a) => Some(Ok(ServerConfig { addr: a, weight })),
+        None => {
+            cx.err(
+                span,
+                format!("server address {addr:?} does not resolve (resolve = \"at_start\")"),
+            );
+            None
+        }
+    }
+}
+
+/// A DNS name: labels of letters, digits, `-` and `_`, dot-separated.
+fn valid_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `resolve = "live" | "at_start"`: true for `at_start`.
+fn at_start(cx: &mut Check<'_>, p: &FilePool) -> bool {
+    match p.resolve.as_ref().map(|r| (r, r.get_ref().as_str())) {
+        None | Some((_, "live")) => false,
+        Some((_, "at_start")) => true,
+        Some((r, other)) => {
+            cx.err(r.span(), format!("resolve = {other:?}: expected \"live\" (names re-resolved in the background) or \"at_start\""));
+            false
+        }
+    }
 }
 
 /// The index of the pool's `fallback`, which must be defined.
@@ -263,12 +365,8 @@ pub(super) fn fallback_loops(cx: &mut Check<'_>, file: &FileConfig, pools: &[Poo
     }
 }
 
-/// `IP:port`, or `name:port` resolved once here (never on the request path).
+/// `name:port` resolved once here, for `resolve = "at_start"` (never on the request path).
 fn resolve(addr: &str) -> Option<SocketAddr> {
-    if let Ok(a) = addr.parse() {
-        return Some(a);
-    }
-    addr.rsplit_once(':')?.1.parse::<u16>().ok()?;
     addr.to_socket_addrs().ok()?.next()
 }
 

@@ -146,3 +146,39 @@ pub(super) fn reload(cx: &mut Check<'_>, r: &super::file::FileReload) -> ReloadS
         debounce: cx.duration(&r.debounce, "debounce", DEFAULT_RELOAD_DEBOUNCE),
     }
 }
+
+/// `[resolver]`: DNS servers as `IP` or `IP:port` (port 53), timeout, attempts.
+pub(super) fn resolver(cx: &mut Check<'_>, r: &super::file::FileResolver) -> ResolverSettings {
+    let nameservers = r.nameservers.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|n| {
+                let v = n.get_ref();
+                let parsed = v.parse::<SocketAddr>().ok().or_else(|| {
+                    v.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                if parsed.is_none() {
+                    cx.err(
+                        n.span(),
+                        format!("nameserver {v:?} is not an IP address or IP:port"),
+                    );
+                }
+                parsed
+            })
+            .collect::<Vec<_>>()
+    });
+    let attempts = match &r.attempts {
+        Some(a) if *a.get_ref() == 0 => {
+            cx.err(a.span(), "`attempts` must be at least 1");
+            DEFAULT_RESOLVER_ATTEMPTS
+        }
+        Some(a) => *a.get_ref(),
+        None => DEFAULT_RESOLVER_ATTEMPTS,
+    };
+    ResolverSettings {
+        nameservers,
+        timeout: cx.duration(&r.timeout, "timeout", DEFAULT_RESOLVER_TIMEOUT),
+        attempts,
+    }
+}

@@ -51,6 +51,10 @@ impl Config {
             p.balance.as_str(),
             servers.join(", ")
         );
+        if !p.names.is_empty() {
+            let names: Vec<String> = p.names.iter().map(ToString::to_string).collect();
+            let _ = write!(line, "; names {} (resolved live)", names.join(", "));
+        }
         if p.tls.is_some() {
             line.push_str("; TLS to servers");
         }

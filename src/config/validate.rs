@@ -34,6 +34,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     let workers = settings::workers(&mut cx, &file.runtime);
     let control_socket = settings::control_socket(&file.runtime);
     let reload = settings::reload(&mut cx, &file.reload);
+    let resolver = settings::resolver(&mut cx, &file.resolver);
     if !cx.is_clean() {
         return Err(cx.into_errors());
     }
@@ -52,6 +53,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
         reload,
         workers,
         control_socket,
+        resolver,
     })
 }
 

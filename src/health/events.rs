@@ -19,6 +19,9 @@ pub enum Event {
         latency: Duration,
         detail: String,
     },
+    /// An address of a pool with server names refused a connection: resolve its names
+    /// again soon (the name may have moved).
+    Refused { pool: Arc<str> },
     /// Live traffic failed `eject_after` times in a row (or `eject_after_5xx`).
     Eject {
         pool: Arc<str>,

@@ -11,9 +11,11 @@
 //! - `threshold.rs`: the rise/fall counter of active checks.
 //! - `probe.rs`: one probe, and the loop that probes a pool's servers.
 //! - `verdict.rs`: what a probe result does to a server (busy is not dead).
+//! - `names.rs`: server names: the resolver task's changed sets and the config they expand.
 //! - `view.rs`: the pool views published from the trackers, and panic mode.
 
 mod events;
+mod names;
 mod probe;
 mod threshold;
 mod tracker;
@@ -59,16 +61,29 @@ struct Manager {
     ramping: bool,
     /// Pools in panic mode now (for logging its start and end once).
     panicking: std::collections::HashSet<Arc<str>>,
+    /// The config as loaded (names unexpanded) and the names' current addresses.
+    raw: crate::config::Config,
+    sets: crate::resolve::Sets,
+    /// Tells the resolver task what to follow and when to hurry.
+    spec: tokio::sync::watch::Sender<crate::resolve::Spec>,
+    nudge: mpsc::Sender<Arc<str>>,
 }
 
-/// Start the manager and one prober per pool with active checks; all stop when `stop` flips.
+/// Start the manager, one prober per pool with active checks, and the resolver task
+/// for server names (`raw` is the config as loaded, `sets` what the first round of
+/// resolutions found); all stop when `stop` flips.
 pub fn spawn(
     state: Arc<SharedState>,
     stats: StatsTable,
     stop: watch::Receiver<bool>,
+    raw: crate::config::Config,
+    sets: crate::resolve::Sets,
 ) -> (Events, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let events = Events(tx);
+    let metrics = state.load().metrics.clone();
+    let spec = crate::resolve::Spec::of(&raw);
+    let resolver = crate::resolve::spawn(spec, &sets, state.names.clone(), metrics, stop.clone());
     let mut m = Manager {
         state,
         stats,
@@ -78,21 +93,32 @@ pub fn spawn(
         events: events.clone(),
         ramping: false,
         panicking: Default::default(),
+        raw,
+        sets,
+        spec: resolver.spec,
+        nudge: resolver.nudge,
     };
     let snap = m.state.load();
     m.sync(&snap, true);
+    let (resolved, resolver_task) = (resolver.resolved, resolver.task);
     let task = tokio::spawn(async move {
-        m.run(rx, stop).await;
+        m.run(rx, resolved, stop).await;
         for (stop, task) in m.probers.drain(..) {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        let _ = resolver_task.await;
     });
     (events, task)
 }
 
 impl Manager {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut resolved: mpsc::Receiver<crate::resolve::Resolved>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut last_ramp = Instant::now();
@@ -103,6 +129,7 @@ impl Manager {
                     Some(ev) => self.handle(ev),
                     None => return,
                 },
+                Some(r) = resolved.recv() => self.on_resolved(r),
                 _ = tick.tick() => {
                     let ramp = self.ramping && last_ramp.elapsed() >= Duration::from_secs(1);
                     if ramp {
@@ -184,10 +211,10 @@ impl Manager {
         }
     }
 
-    /// Build `config` into the next generation, carry state over, publish.
-    fn apply(&mut self, config: &crate::config::Config) -> u64 {
+    /// Build `config` (names expanded) into generation `generation`, carry state
+    /// over, publish.
+    fn build(&mut self, config: &crate::config::Config, generation: u64) -> u64 {
         let current = self.state.load();
-        let generation = current.generation + 1;
         let next = Snapshot::build(
             config,
             generation,
@@ -218,8 +245,12 @@ impl Manager {
             } => self.on_probe(pool, addr, failure, latency, detail),
             Event::Eject { pool, addr, reason } => self.on_eject(&pool, addr, reason),
             Event::Apply { config, reply } => {
-                let generation = self.apply(&config);
+                let generation = self.apply(*config);
                 let _ = reply.send(generation);
+                false
+            }
+            Event::Refused { pool } => {
+                let _ = self.nudge.try_send(pool);
                 false
             }
             Event::Admin {

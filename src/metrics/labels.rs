@@ -44,3 +44,9 @@ pub(super) struct CheckLabels {
     pub(super) server: String,
     pub(super) result: String,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ResolutionLabels {
+    pub(super) pool: String,
+    pub(super) result: String,
+}

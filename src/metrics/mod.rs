@@ -74,6 +74,7 @@ pub struct Metrics {
     rejected: Family<ClassLabels, Counter>,
     ejections: Family<ServerLabels, Gauge>,
     checks: Family<CheckLabels, Counter>,
+    resolutions: Family<ResolutionLabels, Counter>,
     pub outcome_unknown: Counter,
     pub reload_failures: Counter,
     pub config_generation: Gauge,
@@ -106,6 +107,7 @@ impl Metrics {
             rejected: Family::default(),
             ejections: Family::default(),
             checks: Family::default(),
+            resolutions: Family::default(),
             outcome_unknown: Counter::default(),
             reload_failures: Counter::default(),
             config_generation: Gauge::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             "health_checks",
             "Active health-check results",
             self.checks.clone(),
+        );
+        r.register(
+            "resolutions",
+            "Resolutions of server names by pool and result (found, gone, failed)",
+            self.resolutions.clone(),
         );
     }
 
@@ -295,6 +302,15 @@ impl Metrics {
     }
 
     /// Count one active check result (health manager, off the request path).
+    /// One resolution of a name of `pool`: `found`, `gone` (no address) or `failed`.
+    pub fn resolution(&self, pool: &str, result: &str) {
+        let l = ResolutionLabels {
+            pool: pool.to_owned(),
+            result: result.to_owned(),
+        };
+        self.resolutions.get_or_create(&l).inc();
+    }
+
     /// One probe result: `pass`, `fail`, or `busy` (a timeout not counted).
     pub fn health_check(&self, pool: &str, server: std::net::SocketAddr, result: &str) {
         let l = CheckLabels {

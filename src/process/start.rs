@@ -50,7 +50,10 @@ pub async fn run_with_ready(
     let (stop_tx, stop) = watch::channel(false);
     // Flips first on a graceful stop: health checks fail during the lame duck period.
     let (failing_tx, failing) = watch::channel(false);
-    let running = Running::start(listeners, &config, access, stop, failing);
+    // Names resolve before the first request, so a restart or an upgrade serves at once.
+    let names = crate::resolve::Table::default();
+    let sets = crate::resolve::first_round(&config, &names).await;
+    let running = Running::start(listeners, (&config, sets, names), access, stop, failing);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready();
     let lame_duck = tokio::select! {
@@ -79,13 +82,17 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-/// The first generation's snapshot, and the server counters that outlive it.
-fn first_state(config: &Config) -> (Arc<SharedState>, StatsTable) {
+/// The first generation's snapshot (of `config` with its names' addresses), and the
+/// server counters that outlive it.
+fn first_state(config: &Config, names: crate::resolve::Table) -> (Arc<SharedState>, StatsTable) {
     let metrics = Arc::new(Metrics::new());
     metrics.config_generation.set(1);
     let mut stats = StatsTable::default();
     let snapshot = Snapshot::build(config, 1, &mut stats, metrics, None);
-    (Arc::new(SharedState::new(snapshot)), stats)
+    (
+        Arc::new(SharedState::new(snapshot).with_names(names)),
+        stats,
+    )
 }
 
 /// A running process: the handles every request needs and its tasks.
@@ -104,13 +111,15 @@ impl Running {
     /// Start every task; the accept loops serve from here on.
     fn start(
         listeners: Listeners,
-        config: &Config,
+        (config, sets, names): (&Config, crate::resolve::Sets, crate::resolve::Table),
         access: Option<Arc<AccessLog>>,
         stop: watch::Receiver<bool>,
         failing: watch::Receiver<bool>,
     ) -> Self {
-        let (state, stats) = first_state(config);
-        let (events, health) = health::spawn(state.clone(), stats, stop.clone());
+        let expanded = crate::resolve::expand(config, &sets, &names);
+        let (state, stats) = first_state(&expanded, names);
+        let (events, health) =
+            health::spawn(state.clone(), stats, stop.clone(), config.clone(), sets);
         let shared = Arc::new(Shared {
             state: state.clone(),
             access,

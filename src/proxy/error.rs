@@ -32,6 +32,9 @@ pub enum ProxyError {
     File(#[source] std::io::Error),
     #[error("no healthy server can take this request; try again shortly")]
     NoHealthy,
+    /// The pool's servers are given by name and none has an address yet.
+    #[error("{0}; try again shortly")]
+    Unresolved(std::sync::Arc<str>),
     #[error("request target too long")]
     UriTooLong,
     #[error("bad request: {0}")]
@@ -67,6 +70,7 @@ impl ProxyError {
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Blame::Client,
             ProxyError::NoHealthy
+            | ProxyError::Unresolved(_)
             | ProxyError::File(_)
             | ProxyError::HostBusy
             | ProxyError::Limited { .. } => Blame::Internal,
@@ -140,9 +144,10 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthy | ProxyError::HostBusy | ProxyError::Limited { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthy
+            | ProxyError::Unresolved(_)
+            | ProxyError::HostBusy
+            | ProxyError::Limited { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,

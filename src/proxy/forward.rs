@@ -220,7 +220,7 @@ async fn forward(
     let pool = route
         .pool
         .and_then(|p| choose_pool(cx.snap, p))
-        .ok_or(ProxyError::NoHealthy)?;
+        .ok_or_else(|| no_pool(cx.snap, route.pool))?;
     meta.pool = Some((pool.index, pool.name.clone()));
     shape(&mut parts, route, cx, on_client.is_some());
     let saved = route.accel_redirect.then(|| accel::Saved::new(&parts));
@@ -307,6 +307,15 @@ fn shape(parts: &mut Parts, route: &Route, cx: &Ctx<'_>, upgrade: bool) {
 }
 
 /// The route's pool, or the first pool down its `fallback` chain with a healthy server.
+/// Why no pool can take the request: a pool whose names have no address says which
+/// and what the resolver answered.
+fn no_pool(snap: &Snapshot, first: Option<usize>) -> ProxyError {
+    match first.and_then(|i| snap.pools.get(i)?.cfg.unresolved.clone()) {
+        Some(why) => ProxyError::Unresolved(why),
+        None => ProxyError::NoHealthy,
+    }
+}
+
 fn choose_pool(snap: &Snapshot, first: usize) -> Option<&Pool> {
     let mut at = Some(first);
     for _ in 0..=snap.pools.len() {

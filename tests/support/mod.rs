@@ -186,7 +186,12 @@ async fn answer(sh: Shared, req: Request<Incoming>) -> Result<Response<BoxBody>,
 
 impl Backend {
     pub async fn spawn(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::spawn_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A backend on `addr` (another loopback address, a chosen port).
+    pub async fn spawn_at(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let sh = Shared {
             name: name.into(),
             hits: Arc::new(AtomicUsize::new(0)),
@@ -607,6 +612,7 @@ pub async fn read_message(
 }
 pub mod bench;
 pub mod config;
+pub mod dns;
 pub mod engineio;
 pub mod tlsclient;
 pub mod wire;

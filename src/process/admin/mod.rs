@@ -107,7 +107,9 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
         (&Method::GET, ["health", "ready"]) if *admin.failing.borrow() => stopping(),
         (&Method::GET, ["health", "ready"]) => health(&snap, pool_param(&req).as_deref()),
         (&Method::GET, ["health", "live"]) => live(admin),
-        (&Method::GET, ["upstreams"]) => reply(StatusCode::OK, &upstreams(&snap)),
+        (&Method::GET, ["upstreams"]) => {
+            reply(StatusCode::OK, &upstreams(&snap, &admin.state.names))
+        }
         (&Method::GET, ["config"]) => reply(StatusCode::OK, &config_status(&admin.reloads)),
         (&Method::POST, ["config", "reload"]) => match authorize(&req, &snap) {
             Err(resp) => *resp,

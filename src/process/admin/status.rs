@@ -37,8 +37,21 @@ fn rfc3339(t: SystemTime) -> String {
     .unwrap_or_default()
 }
 
+/// A server name: its current addresses, TTL, last resolution and last error.
+fn name(n: &crate::config::NameConfig, st: Option<&crate::resolve::NameStatus>) -> Value {
+    let rfc = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    json!({
+        "name": n.to_string(),
+        "addresses": st.map(|s| s.addrs.iter().map(|a| a.addr.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "ttl_secs": st.and_then(|s| s.ttl).map(|t| t.as_secs()),
+        "resolved_at": st.and_then(|s| s.resolved_at).map(rfc),
+        "last_error": st.and_then(|s| s.last_error.clone()),
+    })
+}
+
 /// `GET /upstreams`: every pool and server.
-pub(super) fn upstreams(snap: &Snapshot) -> Value {
+pub(super) fn upstreams(snap: &Snapshot, names: &crate::resolve::Table) -> Value {
+    let names = names.lock().map(|t| t.clone()).unwrap_or_default();
     let pools: Vec<Value> = snap
         .pools
         .iter()
@@ -63,6 +76,7 @@ pub(super) fn upstreams(snap: &Snapshot) -> Value {
                 "limit": if p.cfg.adaptive { "adaptive" } else { "static" },
                 "queued": p.admission.waiting(),
                 "classes": classes(snap, p),
+                "names": p.cfg.names.iter().map(|n| name(n, names.get(&(p.name.clone(), n.clone())))).collect::<Vec<_>>(),
                 "servers": servers,
             })
         })

@@ -37,6 +37,12 @@ pub(crate) fn success(pool: &Pool, e: &Endpoint, status: StatusCode, cx: &Ctx<'_
 
 pub(crate) fn failure(pool: &Pool, e: &Endpoint, err: &ProxyError, cx: &Ctx<'_>) {
     let s = &e.stats;
+    if !pool.cfg.names.is_empty() && matches!(err, ProxyError::Connect(_)) {
+        // The name may have moved: resolve it again soon (the resolver rate-limits).
+        cx.shared.events.send(Event::Refused {
+            pool: pool.name.clone(),
+        });
+    }
     let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
     if n >= pool.cfg.passive.eject_after && !s.eject_pending.swap(true, Ordering::AcqRel) {
         let reason = match err {
