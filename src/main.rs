@@ -89,6 +89,11 @@ enum Command {
         /// with --report-pool).
         #[arg(long = "no-classes")]
         no_classes: bool,
+        /// Read frappe_docker's frontend environment (BACKEND, SOCKETIO,
+        /// FRAPPE_SITE_NAME_HEADER, UPSTREAM_REAL_IP_*, PROXY_READ_TIMEOUT,
+        /// CLIENT_MAX_BODY_SIZE) with that image's defaults; listen on :8080.
+        #[arg(long = "from-env")]
+        from_env: bool,
     },
 }
 
@@ -103,7 +108,18 @@ fn frappe_bench(cmd: Command) -> ExitCode {
         workers,
         report_cap,
         no_classes,
+        from_env,
     } = cmd;
+    let docker = match from_env
+        .then(|| switchyard::frappe::DockerEnv::read(|k| std::env::var(k).ok()))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("switchyard frappe-bench: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let opts = switchyard::frappe::Options {
         web,
         report_pool,
@@ -111,6 +127,7 @@ fn frappe_bench(cmd: Command) -> ExitCode {
         workers,
         report_cap,
         no_classes,
+        docker,
         ..Default::default()
     };
     let (text, summary) = match switchyard::frappe::generate(&path, output.as_deref(), opts) {

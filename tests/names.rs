@@ -31,6 +31,10 @@ fn two_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Pool `p` of `servers` (names), resolved with `dns`, once a second at most.
 fn config(dns: &Dns, servers: &str) -> Config {
+    config_every(dns, servers, "1s")
+}
+
+fn config_every(dns: &Dns, servers: &str, interval: &str) -> Config {
     Config::new()
         .toml(ADMIN)
         .toml(&format!(
@@ -42,7 +46,7 @@ fn config(dns: &Dns, servers: &str) -> Config {
 
             [pools.p]
             servers = {servers}
-            resolve_interval = "1s"
+            resolve_interval = "{interval}"
             "#,
             dns.addr
         ))
@@ -97,6 +101,40 @@ async fn a_name_that_moves_under_load_fails_no_request() {
         name["resolved_at"].is_string() && name["ttl_secs"].is_number(),
         "{v}"
     );
+    proxy.stop().await;
+}
+
+/// A name's TTL and interval are a minute, but its address refuses connections: the
+/// refusal makes the name resolve again at once (1 s apart at most), so a recreated
+/// container is followed in about a second, not a minute.
+#[tokio::test]
+async fn a_refused_connect_resolves_the_name_again_early() {
+    let (at2, at3) = two_addresses();
+    let (mut a, b) = (
+        Backend::spawn_at("a", at2).await,
+        Backend::spawn_at("b", at3).await,
+    );
+    let dns = Dns::start_ttl(&[("app.test", "127.0.0.2")], &[], 60);
+    let proxy = Proxy::start(&config_every(
+        &dns,
+        &format!(r#"["app.test:{}"]"#, at2.port()),
+        "60s",
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/x")).await.body, "a");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s floor
+    a.kill().await;
+    dns.set(&[("app.test", "127.0.0.3")]);
+    let t = Instant::now();
+    let first = get(&proxy.url("/x")).await;
+    assert_eq!(first.status, 502, "the old address refuses: {}", first.body);
+    eventually("the name followed after a refusal", || async {
+        get(&proxy.url("/x")).await.body == "b"
+    })
+    .await;
+    eprintln!("re-resolved after a refused connect in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(b.hits() > 0);
     proxy.stop().await;
 }
 

@@ -313,3 +313,27 @@ fn type_and_key_errors_get_hints() {
         one("\n[[routes]]\nname = \"x\"\npool = \"primary\"\nmax_body_sise = \"1m\"\n");
     assert!(msg.contains("did you mean `max_body_size`?"), "{msg}");
 }
+
+#[test]
+fn names_are_live_servers_unless_they_must_resolve_at_start() {
+    let c = parse(
+        Path::new("t.toml"),
+        &format!("{BASE}\n[pools.named]\nservers = [\"backend:8000\", {{ srv = \"_http._tcp.app.test\" }}]\nresolve_interval = \"2s\"\n\n[resolver]\nnameservers = [\"10.96.0.10\", \"127.0.0.1:5353\"]\n\n[[routes]]\nname = \"d\"\npool = \"named\"\n"),
+    )
+    .expect("names need not resolve at load");
+    let p = c.pools.iter().find(|p| &*p.name == "named").unwrap();
+    assert!(p.servers.is_empty());
+    assert_eq!(p.names.len(), 2);
+    assert_eq!(p.names[0].to_string(), "backend:8000");
+    assert_eq!(p.resolve_interval, Duration::from_secs(2));
+    let ns = c.resolver.nameservers.unwrap();
+    assert_eq!(ns[0].to_string(), "10.96.0.10:53");
+    let (_, _, msg) =
+        one("\n[pools.bad]\nservers = [\"no-such-host.invalid:80\"]\nresolve = \"at_start\"\n");
+    assert!(
+        msg.contains("does not resolve (resolve = \"at_start\")"),
+        "{msg}"
+    );
+    let (_, _, msg) = one("\n[pools.bad]\nservers = [{ srv = \"not a name\" }]\n");
+    assert!(msg.contains("is not a DNS name"), "{msg}");
+}

@@ -26,13 +26,21 @@ pub struct Classes {
     pub cap_from: String,
 }
 
-/// `--workers`, else `gunicorn_workers`, else bench's own default (2 × CPU + 1 of the
-/// machine bench runs on; this one).
+/// `--workers`; with `--from-env` frappe_docker's gunicorn (2 workers × 4 threads);
+/// else `gunicorn_workers`, else bench's own default (2 × CPU + 1 of the machine bench
+/// runs on; this one).
 pub fn workers(b: &Bench, o: &Options) -> Workers {
     if let Some(n) = o.workers {
         return Workers {
             n,
             from: "--workers".into(),
+        };
+    }
+    if o.docker.is_some() {
+        // frappe_docker's backend runs gunicorn with its own settings, not the bench's.
+        return Workers {
+            n: 8,
+            from: "frappe_docker's gunicorn: --workers=2 --threads=4 (GUNICORN_WORKERS x GUNICORN_THREADS)".into(),
         };
     }
     if let Some(n) = b.gunicorn_workers {

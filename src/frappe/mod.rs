@@ -4,18 +4,20 @@
 //! `bench.rs` reads the bench as bench's `nginx.py` does; `render.rs` writes the config
 //! (listeners, sites, routes), `pools.rs` its pools and report routes, from the
 //! numbers `capacity.rs` derives (workers, the report cap, upload limits);
-//! `toml_text.rs` writes TOML values.
+//! `toml_text.rs` writes TOML values; `docker.rs` reads frappe_docker's environment.
 //! Nothing is written unless the whole bench reads cleanly: a missing or malformed file
 //! is an error naming it.
 
 mod bench;
 mod capacity;
+mod docker;
 mod pools;
 mod render;
 mod toml_text;
 
 use std::path::{Path, PathBuf};
 
+pub use docker::DockerEnv;
 pub use pools::REPORT_METHODS;
 
 /// The 502 page bench ships (`bench/config/templates/502.html`), in substance.
@@ -37,6 +39,8 @@ pub struct Options {
     pub report_cap: Option<u32>,
     /// No request classes (the report routes only with `--report-pool`).
     pub no_classes: bool,
+    /// `--from-env`: frappe_docker's `frontend` environment.
+    pub docker: Option<DockerEnv>,
     /// Where the 502 page is (written by [`generate`]).
     pub page_502: PathBuf,
 }
@@ -61,7 +65,16 @@ pub fn generate(
     output: Option<&Path>,
     mut o: Options,
 ) -> Result<(String, String), BenchError> {
-    let bench = bench::read(dir)?;
+    let mut bench = bench::read(dir)?;
+    if let Some(env) = &o.docker {
+        bench.http_timeout = env.read_timeout;
+        if o.web.is_empty() {
+            o.web = vec![env.backend.clone()];
+        }
+        if o.socketio.is_empty() {
+            o.socketio = vec![env.socketio.clone()];
+        }
+    }
     let ports = bench::ports(&bench)?;
     let page = match output {
         Some(out) => out.parent().unwrap_or(Path::new(".")).join("502.html"),
@@ -95,7 +108,12 @@ fn summary(
     ports: &std::collections::BTreeMap<u16, String>,
 ) -> String {
     let mut s = format!("bench {}: {} site(s)", b.dir.display(), b.sites.len());
-    if b.dns_multitenant {
+    if let Some(env) = &o.docker {
+        s += ", frappe_docker's frontend on :8080 (--from-env)";
+        for n in env.notes() {
+            s += &format!("\nnote: {n}");
+        }
+    } else if b.dns_multitenant {
         let tls = render::tls_names(b);
         s += &format!(
             ", dns_multitenant on :80, {} name(s) over TLS on :443",

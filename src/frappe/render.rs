@@ -108,8 +108,10 @@ fn names(b: &Bench) -> String {
 /// Keys every listener gets: the template's server-level directives, with the upload
 /// limit of the `sites` it serves.
 fn common_keys(s: &mut String, b: &Bench, o: &Options, sites: &[&Site]) {
-    let (size, why) = super::capacity::body_size(b, sites.iter().copied());
-    let _ = writeln!(s, "max_body_size = \"{size}\"   # {why}");
+    if o.docker.is_none() {
+        let (size, why) = super::capacity::body_size(b, sites.iter().copied());
+        let _ = writeln!(s, "max_body_size = \"{size}\"   # {why}");
+    }
     let page = o.page_502.display().to_string();
     let _ = writeln!(
         s,
@@ -131,6 +133,12 @@ fn listeners(
     o: &Options,
     ports: &std::collections::BTreeMap<u16, String>,
 ) {
+    if let Some(env) = &o.docker {
+        env.listener(s);
+        common_keys(s, b, o, &[]);
+        s.push('\n');
+        return;
+    }
     if b.dns_multitenant {
         multitenant_listeners(s, b, o);
         return;
@@ -252,7 +260,7 @@ fn routes(
     sites: &str,
     classes: Option<&super::capacity::Classes>,
 ) {
-    https_redirect(s, b);
+    https_redirect(s, b, o);
     let _ = writeln!(
         s,
         "[[routes]]   # location /assets: try_files $uri =404; a year of caching\nname = \"assets\"\nmatch.path_prefix = \"/assets\"\nroot = {}\nfollow_symlinks = true   # sites/assets/<app> are symlinks into apps/\ncache_control = \"max-age=31536000\"\n",
@@ -281,9 +289,9 @@ fn routes(
 }
 
 /// The :80 server of TLS sites: `return 301 https://$host$request_uri`.
-fn https_redirect(s: &mut String, b: &Bench) {
+fn https_redirect(s: &mut String, b: &Bench, o: &Options) {
     let tls = tls_names(b);
-    if b.dns_multitenant && !tls.is_empty() {
+    if b.dns_multitenant && !tls.is_empty() && o.docker.is_none() {
         let _ = writeln!(
             s,
             "[[routes]]   # :80 server for the TLS sites: return 301 https://$host$request_uri\nname = \"to-https\"\nmatch.listener = [\"http\", \"http6\"]\nmatch.host = {}\nmatch.path_regex = '(.*)'\nredirect = \"https://{{host}}$1\"\n",

@@ -1,6 +1,6 @@
 //! A real DNS server for the name tests: dnsmasq (Debian's `dnsmasq-base`) on a
 //! loopback port, answering for `*.test` only from a hosts file this helper writes
-//! (TTL 1 s; a name not in it is NXDOMAIN) and from SRV records. `set` rewrites the
+//! (TTL 1 s unless asked; a name not in it is NXDOMAIN) and from SRV records. `set` rewrites the
 //! hosts file and tells dnsmasq (SIGHUP); `stop` kills it, so queries go unanswered.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -17,16 +17,21 @@ pub struct Dns {
 /// `(name, ip)` lines; `srv`: `(service name, target, port, weight)`.
 impl Dns {
     pub fn start(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)]) -> Dns {
+        Dns::start_ttl(hosts, srv, 1)
+    }
+
+    /// With answers cached for `ttl` seconds.
+    pub fn start_ttl(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)], ttl: u32) -> Dns {
         // A port free for UDP may be taken for TCP (dnsmasq binds both): try a few.
         for _ in 0..8 {
-            if let Some(dns) = Dns::try_start(hosts, srv) {
+            if let Some(dns) = Dns::try_start(hosts, srv, ttl) {
                 return dns;
             }
         }
         panic!("dnsmasq did not start on any of 8 ports");
     }
 
-    fn try_start(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)]) -> Option<Dns> {
+    fn try_start(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)], ttl: u32) -> Option<Dns> {
         let port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -49,11 +54,11 @@ impl Dns {
             "--bind-interfaces",
             "--listen-address=127.0.0.1",
             "--local=/test/",
-            "--local-ttl=1",
             "--user=root",
             "--pid-file=",
         ])
         .arg(format!("--port={port}"))
+        .arg(format!("--local-ttl={ttl}"))
         .arg(format!("--addn-hosts={}", hosts_file.display()));
         for (name, target, p, weight) in srv {
             cmd.arg(format!("--srv-host={name},{target},{p},0,{weight}"));
