@@ -59,13 +59,25 @@ async fn upstreams(proxy: &Proxy) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_moves_under_load_fails_no_request() {
+    moves_under_load("").await;
+}
+
+/// The same with active checks: the new address joins through a probe, and the pool is
+/// never left without a server meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_moves_under_load_with_health_checks_fails_no_request() {
+    moves_under_load("[pools.p.health]\ninterval = \"5s\"\n").await;
+}
+
+async fn moves_under_load(health: &str) {
     let (at2, at3) = two_addresses();
     let (mut a, b) = (
         Backend::spawn_at("a", at2).await,
         Backend::spawn_at("b", at3).await,
     );
     let dns = Dns::start(&[("app.test", "127.0.0.2")], &[]);
-    let proxy = Proxy::start(&config(&dns, &format!(r#"["app.test:{}"]"#, at2.port()))).await;
+    let servers = format!(r#"["app.test:{}"]"#, at2.port());
+    let proxy = Proxy::start(&config(&dns, &servers).toml(health)).await;
     let load = Load::start(proxy.url("/x"), 4);
     load.wait_for_more(50).await;
     assert_eq!(b.hits(), 0);
@@ -308,7 +320,7 @@ async fn a_server_by_name_gets_the_same_bytes_as_by_address() {
     for (version, req) in [
         (
             "1.1",
-            "GET /x?a=1 HTTP/1.1\r\nHost: erp.example\r\nX-One: 1\r\nX-One: 2\r\n\r\n",
+            "GET /x?a=1 HTTP/1.1\r\nHost: erp.example\r\nX-One: 1\r\nX-One: 2\r\nConnection: close\r\n\r\n",
         ),
         (
             "1.0",
@@ -340,6 +352,33 @@ async fn a_server_by_name_gets_the_same_bytes_as_by_address() {
         );
         assert_eq!(n.values("x-one"), p.values("x-one"));
     }
+    // HTTP/2 from the client: the upstream request is the same HTTP/1.1 either way.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for proxy in [&named, &plain] {
+        let req = http::Request::get(proxy.url("/x?a=1"))
+            .header("x-one", "1")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        assert_eq!(h2.request(req).await.unwrap().status(), 200);
+    }
+    let (n, p) = (
+        by_name.requests().pop().unwrap(),
+        by_addr.requests().pop().unwrap(),
+    );
+    assert_eq!(n.line, p.line, "HTTP/2");
+    let strip = |names: Vec<String>| {
+        names
+            .into_iter()
+            .filter(|h| h != "x-request-id")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(n.names()),
+        strip(p.names()),
+        "HTTP/2: the same fields in the same order"
+    );
     named.stop().await;
     plain.stop().await;
 }

@@ -186,6 +186,7 @@ impl Manager {
             }
         }
         self.trackers = next;
+        self.admit_new_where_none_serve(snap);
         for (stop, _) in self.probers.drain(..) {
             let _ = stop.send(true);
         }
@@ -208,6 +209,28 @@ impl Manager {
                 stop_rx,
             ));
             self.probers.push((stop_tx, task));
+        }
+    }
+
+    /// New servers wait for a passing probe, except in a pool where no other server
+    /// may serve (a name that moved, a reload that replaced every server): there a
+    /// probe would only stretch an outage, so they serve at once, as at start, and the
+    /// probe that follows immediately takes out one that fails.
+    fn admit_new_where_none_serve(&mut self, snap: &Snapshot) {
+        for pool in snap.pools.iter() {
+            let key = |e: &Arc<crate::upstream::Endpoint>| (pool.name.clone(), e.addr);
+            let serving = pool
+                .endpoints
+                .iter()
+                .any(|e| self.trackers.get(&key(e)).is_some_and(Tracker::eligible));
+            if serving {
+                continue;
+            }
+            for e in &pool.endpoints {
+                if let Some(t) = self.trackers.get_mut(&key(e)).filter(|t| !t.probed) {
+                    t.awaiting_probe = false;
+                }
+            }
         }
     }
 
