@@ -302,6 +302,17 @@ async fn a_reload_that_changes_a_name_is_applied_live() {
     }
     assert_eq!(a.hits(), before);
     assert!(b.hits() >= 5);
+    // A reload that changes the resolver: another DNS server, where two.test is .2.
+    let other = Dns::start(&[("two.test", "127.0.0.2")], &[]);
+    let next = config(&other, &format!(r#"["two.test:{}"]"#, at2.port()))
+        .toml("[reload]\ndebounce = \"20ms\"\n")
+        .replace("{listen}", &proxy.addr().to_string())
+        .replace("{admin}", &proxy.admin.unwrap().to_string());
+    std::fs::write(&file, next).unwrap();
+    eventually("the new resolver's answer serves", || async {
+        get(&proxy.url("/x")).await.body == "a"
+    })
+    .await;
     proxy.stop().await;
 }
 
