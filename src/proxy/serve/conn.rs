@@ -79,7 +79,8 @@ where
 {
     let snap = shared.state.load();
     let s = &snap.server;
-    let mut io = framing::Guarded::new(io, s.max_header_bytes, s.send_timeout);
+    let mut io =
+        framing::Guarded::new(io, s.max_header_bytes, s.send_timeout).with_max_uri(s.max_uri_bytes);
     io.set_busy(conn.busy.clone());
     let conn = Arc::new(conn);
     let rounds = Rounds {

@@ -6,6 +6,8 @@ use bytes::{Buf, BytesMut};
 /// What hyper gets instead of the bytes that would complete a refused head (or chunk line):
 /// a NUL is invalid anywhere in a head, so hyper answers 400 and closes.
 pub(super) const REFUSE: &[u8] = b"\0\r\n\r\n";
+/// A request line's bytes besides its target: method, two spaces, version and CRLF.
+const LINE_SLACK: usize = 32;
 /// Longest chunk-size or trailer line we follow; a longer one is refused.
 const MAX_LINE: usize = 4096;
 
@@ -42,6 +44,9 @@ pub struct Framer {
     pub(super) hold: bool,
     /// `hold` kept a whole upgrade head back: the round must end for a full one.
     pub(super) held_upgrade: bool,
+    /// Longest request target (`max_uri_bytes`): a longer request line gets 414 even
+    /// when the head is too large as well.
+    max_uri: usize,
 }
 
 impl Framer {
@@ -52,7 +57,14 @@ impl Framer {
             released: 0,
             hold: false,
             held_upgrade: false,
+            max_uri: usize::MAX,
         }
+    }
+
+    /// Answer a request line longer than `max_uri` bytes of target with 414.
+    pub fn with_max_uri(mut self, max_uri: usize) -> Self {
+        self.max_uri = max_uri;
+        self
     }
 
     /// Whether all further bytes go through unexamined.
@@ -118,15 +130,20 @@ impl Framer {
         if data.starts_with(b"PRI ") || (data.len() < 4 && PREFACE.starts_with(data)) {
             return preface(data);
         }
+        let line = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+        if line > self.max_uri.saturating_add(LINE_SLACK) {
+            return Head::UriTooLong;
+        }
         // Uninitialised: zeroing 128 fields (4 KiB) cost more than parsing a head.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(data, &mut headers) {
             Ok(httparse::Status::Complete(len)) if len <= self.max_head => len,
             // The head's size is the bytes received, not hyper's buffer's.
-            Ok(httparse::Status::Complete(_)) => return Head::Refuse,
+            Ok(httparse::Status::Complete(_)) => return Head::TooLarge,
             Ok(httparse::Status::Partial) if data.len() <= self.max_head => return Head::Partial,
-            _ => return Head::Bad,
+            Ok(httparse::Status::Partial) => return Head::TooLarge,
+            Err(_) => return Head::Bad,
         };
         let (mut lengths, mut length, mut te, mut chunked, mut upgrade) =
             (0, None, 0, false, false);
@@ -186,9 +203,11 @@ impl Framer {
                 self.released = input.len();
                 false
             }
-            // Too large, malformed or too many fields: hyper answers (431/400) and
-            // closes; nothing after it is passed on.
+            // Malformed or too many fields: hyper answers (400) and closes; nothing
+            // after it is passed on.
             Head::Bad => self.hand_over(input, output, State::Refused),
+            Head::UriTooLong if self.released == 0 => self.uri_too_long(input, output),
+            Head::TooLarge | Head::UriTooLong => self.too_large(input, output),
             Head::Refuse => {
                 // The request line goes first (when hyper has none of the head yet), so
                 // the access log shows what was refused; the NUL after it still fails.
@@ -212,6 +231,57 @@ impl Framer {
     }
 
     /// Give hyper the rest of the head in progress as it is, and go on in `next`.
+    /// A head over `max_head`: hyper gets exactly `max_head` bytes of it (never its
+    /// end), so its buffer fills and it answers 431 and closes.
+    fn too_large(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let end = input.len().min(self.max_head);
+        if end > self.released {
+            output.extend_from_slice(&input[self.released..end]);
+        }
+        input.clear();
+        self.released = 0;
+        self.state = State::Refused;
+        true
+    }
+
+    /// A request line over `max_uri`: hyper gets the request cut to a target one byte
+    /// too long, which the request path answers 414 (logged as any request), and the
+    /// connection closes after it.
+    fn uri_too_long(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let line_end = input.iter().position(|&b| b == b'\n');
+        let line = &input[..line_end.unwrap_or(input.len())];
+        let mut parts = line.split(|&b| b == b' ');
+        let method = parts
+            .next()
+            .filter(|m| !m.is_empty() && m.len() <= 16 && m.iter().all(u8::is_ascii_alphabetic));
+        let target = parts.next().unwrap_or(b"");
+        let version = match parts.next() {
+            Some(v) if v.starts_with(b"HTTP/1.0") => &b"HTTP/1.0"[..],
+            _ => b"HTTP/1.1",
+        };
+        let Some(method) = method else {
+            return self.too_large(input, output);
+        };
+        let cut = &target[..target.len().min(self.max_uri.saturating_add(1))];
+        if cut.iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return self.too_large(input, output);
+        }
+        for part in [
+            method,
+            b" ",
+            cut,
+            b" ",
+            version,
+            b"\r\nConnection: close\r\n\r\n",
+        ] {
+            output.extend_from_slice(part);
+        }
+        input.clear();
+        self.released = 0;
+        self.state = State::Refused;
+        true
+    }
+
     fn hand_over(&mut self, input: &mut BytesMut, output: &mut BytesMut, next: State) -> bool {
         output.extend_from_slice(&input[self.released..]);
         input.clear();
@@ -324,10 +394,14 @@ enum Head {
     Complete { len: usize, next: State },
     /// Not all there yet (and not too large).
     Partial,
-    /// Malformed or too many fields (or too large while unfinished): hyper judges it.
+    /// Malformed or too many fields: hyper judges it.
     Bad,
-    /// Framing a proxy must not guess at (see [`Framer::parse_head`]), or too large.
+    /// Framing a proxy must not guess at (see [`Framer::parse_head`]).
     Refuse,
+    /// Over `max_head` bytes: 431.
+    TooLarge,
+    /// A request line with a target over `max_uri` bytes: 414.
+    UriTooLong,
     /// The whole HTTP/2 preface.
     Preface,
     /// Something that starts like the HTTP/2 preface and is not: close, no answer.

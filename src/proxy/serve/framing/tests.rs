@@ -171,12 +171,15 @@ fn ambiguous_framing_is_refused_not_passed() {
             assert!(out.ends_with(REFUSE), "step {step}: {what}");
         }
     }
-    // A head over the limit: refused whole, or (arriving in pieces) handed to hyper,
-    // which answers 431 for a buffer past its limit; nothing after it passes.
-    let (out, state) = run(big.as_bytes(), big.len());
-    assert_eq!((state, out.ends_with(REFUSE)), (State::Refused, true));
-    let (_, state) = run(big.as_bytes(), 4096);
-    assert_eq!(state, State::Refused);
+    // A head over the limit, whole or in pieces: hyper gets exactly the limit's worth
+    // of it, never its end, so its buffer fills and it answers 431; nothing after it
+    // passes.
+    for step in [big.len(), 4096] {
+        let (out, state) = run(big.as_bytes(), step);
+        assert_eq!(state, State::Refused, "step {step}");
+        assert_eq!(out.len(), 65536, "step {step}");
+        assert!(!out.windows(4).any(|w| w == b"\r\n\r\n"), "step {step}");
+    }
 }
 
 #[test]
@@ -190,4 +193,18 @@ fn a_broken_h2_preface_closes_without_an_answer() {
     }
     let (_, state) = run(b"PRI * HTTP/2.0\r\n", 3);
     assert_eq!(state, State::Head, "a partial preface waits");
+}
+
+#[test]
+fn a_target_over_max_uri_is_cut_to_one_byte_too_long_for_the_414() {
+    let mut f = Framer::new(65536).with_max_uri(8);
+    let (mut input, mut output) = (BytesMut::new(), BytesMut::new());
+    input.extend_from_slice(b"GET /abcdefghijklmnopqrstuvwxyz0123456789 HTTP/1.0\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    f.feed(&mut input, &mut output);
+    assert_eq!(
+        &output[..],
+        b"GET /abcdefgh HTTP/1.0\r\nConnection: close\r\n\r\n",
+        "hyper gets a request whose target the request path answers 414; nothing after"
+    );
+    assert_eq!(f.state, State::Refused);
 }
