@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod config;
+pub mod conn_cap;
 pub mod frappe;
 pub mod health;
 pub mod host_limit;
@@ -20,6 +21,7 @@ pub mod process;
 pub mod proxy;
 pub mod resolve;
 pub mod routing;
+pub mod shortage;
 pub mod sites;
 pub mod state;
 pub mod tls;

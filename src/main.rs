@@ -181,6 +181,14 @@ fn main() -> ExitCode {
     };
     if args.check {
         print!("{}", config.summary());
+        let idle: usize = config
+            .pools
+            .iter()
+            .map(|p| p.keepalive * p.servers.len().max(1))
+            .sum();
+        for line in switchyard::process::limits::check_lines(config.server.max_connections, idle) {
+            println!("{line}");
+        }
         for line in check_names(&config) {
             println!("{line}");
         }
@@ -251,6 +259,16 @@ fn serve(
     args: &Args,
     config: switchyard::config::Config,
 ) -> std::io::Result<()> {
+    let (before, now) = switchyard::process::limits::raise_nofile();
+    if now != before {
+        tracing::info!(
+            from = before,
+            to = now,
+            "raised the descriptor limit (soft RLIMIT_NOFILE) to the hard limit"
+        );
+    } else {
+        tracing::info!(descriptors = now, "descriptor limit");
+    }
     let mut taken = args.takeover.then(|| take_over(&config)).flatten();
     let sockets = taken
         .as_mut()

@@ -160,6 +160,8 @@ pub struct FileServer {
     pub param_body_limit: Option<Spanned<u64>>,
     pub param_body_timeout: Option<SpanStr>,
     pub tunnel_idle_timeout: Option<SpanStr>,
+    /// Client connections open at once (nginx `worker_connections`, HAProxy `maxconn`).
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

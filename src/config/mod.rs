@@ -210,6 +210,9 @@ pub struct ServerSettings {
     pub param_body_limit: usize,
     pub param_body_timeout: Duration,
     pub tunnel_idle_timeout: Duration,
+    /// Client connections open at once; `None`: derived from the descriptor limit at
+    /// start (see `process::limits`).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,12 @@ pub(super) fn server(cx: &mut Check<'_>, s: &FileServer) -> ServerSettings {
             "param_body_timeout",
             DEFAULT_PARAM_BODY_TIMEOUT,
         ),
+        max_connections: s.max_connections.as_ref().and_then(|m| {
+            if *m.get_ref() == 0 {
+                cx.err(m.span(), "`max_connections` must be at least 1 (leave it out for the default, derived from the descriptor limit)");
+            }
+            Some(*m.get_ref()).filter(|n| *n > 0)
+        }),
     }
 }
 

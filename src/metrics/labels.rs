@@ -50,3 +50,9 @@ pub(super) struct ResolutionLabels {
     pub(super) pool: String,
     pub(super) result: String,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ShortageLabels {
+    pub(super) kind: String,
+    pub(super) at: String,
+}

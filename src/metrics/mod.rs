@@ -75,6 +75,7 @@ pub struct Metrics {
     ejections: Family<ServerLabels, Gauge>,
     checks: Family<CheckLabels, Counter>,
     resolutions: Family<ResolutionLabels, Counter>,
+    shortages: Family<ShortageLabels, Counter>,
     pub outcome_unknown: Counter,
     pub reload_failures: Counter,
     pub config_generation: Gauge,
@@ -82,6 +83,10 @@ pub struct Metrics {
     /// Client connections open, and those of them parked between requests.
     pub connections_open: Gauge,
     pub connections_parked: Gauge,
+    /// The client connection cap, and how often it was reached / idle ones closed.
+    pub connections_max: Gauge,
+    pub connections_capped: Counter,
+    pub connections_reclaimed: Counter,
     pub tunnel_bytes_up: Counter,
     pub tunnel_bytes_down: Counter,
 }
@@ -108,12 +113,16 @@ impl Metrics {
             ejections: Family::default(),
             checks: Family::default(),
             resolutions: Family::default(),
+            shortages: Family::default(),
             outcome_unknown: Counter::default(),
             reload_failures: Counter::default(),
             config_generation: Gauge::default(),
             tunnels_open: Gauge::default(),
             connections_open: Gauge::default(),
             connections_parked: Gauge::default(),
+            connections_max: Gauge::default(),
+            connections_capped: Counter::default(),
+            connections_reclaimed: Counter::default(),
             tunnel_bytes_up: Counter::default(),
             tunnel_bytes_down: Counter::default(),
             registry: Registry::default(),
@@ -189,6 +198,11 @@ impl Metrics {
             self.checks.clone(),
         );
         r.register(
+            "shortages",
+            "The proxy's own shortages (descriptors, ports, memory) by kind and place (upstream_connect, accept): answered 503, no server blamed",
+            self.shortages.clone(),
+        );
+        r.register(
             "resolutions",
             "Resolutions of server names by pool and result (found, gone, failed)",
             self.resolutions.clone(),
@@ -228,6 +242,21 @@ impl Metrics {
             "client_connections_parked",
             "Client connections idle between requests, holding no HTTP state or buffers",
             self.connections_parked.clone(),
+        );
+        r.register(
+            "client_connections_max",
+            "The client connection cap ([server] max_connections)",
+            self.connections_max.clone(),
+        );
+        r.register(
+            "client_connections_capped",
+            "Times the accept loops found the cap reached and stopped accepting",
+            self.connections_capped.clone(),
+        );
+        r.register(
+            "client_connections_reclaimed",
+            "Idle keep-alive connections closed to make room at the cap",
+            self.connections_reclaimed.clone(),
         );
         r.register(
             "tunnel_bytes_client_to_upstream",
@@ -377,6 +406,13 @@ impl Metrics {
                 self.render_server(p, e, view.eligible.contains(&i), classes);
             }
             self.render_classes(classes, p);
+        }
+        for (at, kind, n) in crate::shortage::totals() {
+            let c = self.shortages.get_or_create(&ShortageLabels {
+                kind: kind.as_str().to_owned(),
+                at: at.as_str().to_owned(),
+            });
+            c.inc_by(n.saturating_sub(c.get()));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -13,6 +13,7 @@
 //!   reloads and drains.
 
 pub mod admin;
+pub mod limits;
 pub mod listen;
 pub mod reload;
 mod signals;

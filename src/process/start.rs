@@ -120,10 +120,17 @@ impl Running {
         let (state, stats) = first_state(&expanded, names);
         let (events, health) =
             health::spawn(state.clone(), stats, stop.clone(), config.clone(), sets);
+        let cap = super::limits::connection_cap(config.server.max_connections);
+        tracing::info!(
+            max_connections = cap,
+            descriptors = super::limits::nofile(),
+            "client connection cap"
+        );
         let shared = Arc::new(Shared {
             state: state.clone(),
             access,
             events: events.clone(),
+            cap: Arc::new(crate::conn_cap::ConnectionCap::new(cap)),
         });
         let (reloads, reload_rx) = Reloads::new(&config.path);
         let mut sup = Supervisor::new(shared.clone());
@@ -138,6 +145,7 @@ impl Running {
                 events: events.clone(),
                 reloads: reloads.clone(),
                 failing,
+                cap: shared.cap.clone(),
             };
             spawn_admin(l, admin, stop.clone())
         });

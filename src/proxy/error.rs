@@ -32,6 +32,9 @@ pub enum ProxyError {
     File(#[source] std::io::Error),
     #[error("no healthy server can take this request; try again shortly")]
     NoHealthy,
+    /// The proxy itself ran short (descriptors, ports, memory) connecting upstream.
+    #[error("{}; try again shortly", .0.message())]
+    Shortage(crate::shortage::Shortage),
     /// The pool's servers are given by name and none has an address yet.
     #[error("{0}; try again shortly")]
     Unresolved(std::sync::Arc<str>),
@@ -71,6 +74,7 @@ impl ProxyError {
             | ProxyError::BodyTooLarge(_) => Blame::Client,
             ProxyError::NoHealthy
             | ProxyError::Unresolved(_)
+            | ProxyError::Shortage(_)
             | ProxyError::File(_)
             | ProxyError::HostBusy
             | ProxyError::Limited { .. } => Blame::Internal,
@@ -93,7 +97,13 @@ impl ProxyError {
     /// never left counts as a connect failure (safe to send elsewhere).
     pub fn from_send(e: SendError) -> Self {
         match e {
-            SendError::Connect(io) => Self::classify(io.into(), true),
+            SendError::Connect(io) => match crate::shortage::Shortage::of(&io) {
+                Some(kind) => {
+                    crate::shortage::note(kind, crate::shortage::At::Upstream, &io);
+                    ProxyError::Shortage(kind)
+                }
+                None => Self::classify(io.into(), true),
+            },
             SendError::NotSent(h) => Self::classify(h.into(), true),
             SendError::Failed(h) => Self::classify(h.into(), false),
             SendError::Stale(h) => ProxyError::Stale(h.into()),
@@ -146,6 +156,7 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoHealthy
             | ProxyError::Unresolved(_)
+            | ProxyError::Shortage(_)
             | ProxyError::HostBusy
             | ProxyError::Limited { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,

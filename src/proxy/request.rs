@@ -27,6 +27,8 @@ pub struct Shared {
     pub access: Option<Arc<AccessLog>>,
     /// Passive-health reports to the health manager.
     pub events: crate::health::Events,
+    /// The client connection cap, shared by every listener.
+    pub cap: Arc<crate::conn_cap::ConnectionCap>,
 }
 
 /// One client connection.

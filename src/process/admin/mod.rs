@@ -44,6 +44,8 @@ pub struct Admin {
     /// Flips when the process starts stopping, lame duck included: `/health/live`
     /// and `/health/ready` fail from then on.
     pub failing: watch::Receiver<bool>,
+    /// The client connection cap (`/connections`, `/metrics`).
+    pub cap: Arc<crate::conn_cap::ConnectionCap>,
 }
 
 /// Serve the admin API until `stop` flips.
@@ -115,7 +117,8 @@ async fn handle(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> 
             Err(resp) => *resp,
             Ok(()) => reload(admin).await,
         },
-        (&Method::GET, ["metrics"]) => metrics(&snap),
+        (&Method::GET, ["metrics"]) => metrics(&snap, &admin.cap),
+        (&Method::GET, ["connections"]) => reply(StatusCode::OK, &connections(admin)),
         (&Method::POST, ["upstreams", pool, server, action @ ("drain" | "enable")]) => {
             match authorize(&req, &snap) {
                 Err(resp) => *resp,
@@ -149,8 +152,32 @@ async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
     }
 }
 
+/// `GET /connections`: client connections against the cap.
+fn connections(admin: &Admin) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cap = &admin.cap;
+    json!({
+        "open": cap.open(),
+        "max_connections": cap.max,
+        "at_cap": cap.open() >= cap.max,
+        "capped": cap.capped.load(Relaxed),
+        "reclaimed_idle": cap.reclaimed.load(Relaxed),
+        "descriptors": super::limits::nofile(),
+    })
+}
+
 /// `GET /metrics`: the Prometheus text format 0.0.4.
-fn metrics(snap: &Snapshot) -> Response<Full<Bytes>> {
+fn metrics(snap: &Snapshot, cap: &crate::conn_cap::ConnectionCap) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &snap.metrics;
+    m.connections_max
+        .set(i64::try_from(cap.max).unwrap_or(i64::MAX));
+    let capped = cap.capped.load(Relaxed);
+    m.connections_capped
+        .inc_by(capped.saturating_sub(m.connections_capped.get()));
+    let reclaimed = cap.reclaimed.load(Relaxed);
+    m.connections_reclaimed
+        .inc_by(reclaimed.saturating_sub(m.connections_reclaimed.get()));
     let text = snap.metrics.render(&snap.pools, &snap.views, &snap.classes);
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
@@ -210,9 +237,8 @@ fn not_allowed(method: &Method, path: &str, segs: &[&str]) -> Response<Full<Byte
 /// The methods a known admin path takes (`None`: no such path).
 fn allowed(segs: &[&str]) -> Option<&'static str> {
     match segs {
-        ["health" | "upstreams" | "config" | "metrics"] | ["health", "live" | "ready"] => {
-            Some("GET, HEAD")
-        }
+        ["health" | "upstreams" | "config" | "metrics" | "connections"]
+        | ["health", "live" | "ready"] => Some("GET, HEAD"),
         ["config", "reload"] | ["upstreams", _, _, "drain" | "enable"] => Some("POST"),
         _ => None,
     }

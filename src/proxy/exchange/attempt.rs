@@ -342,6 +342,8 @@ fn failure_of(e: &ProxyError) -> Result<(retry::Failure, bool), ProxyError> {
         ProxyError::ClientBody => return Err(ProxyError::ClientBody),
         ProxyError::ClientBodyTimeout => return Err(ProxyError::ClientBodyTimeout),
         ProxyError::BodyTooLarge(n) => return Err(ProxyError::BodyTooLarge(*n)),
+        // The proxy's own shortage: no server is to blame, and another would fail alike.
+        ProxyError::Shortage(k) => return Err(ProxyError::Shortage(*k)),
         // A hyper error here is a request handed back unsent; otherwise the connect failed.
         ProxyError::Connect(c) if c.is::<hyper::Error>() => {
             (retry::Failure::ClosedBeforeWrite, false)

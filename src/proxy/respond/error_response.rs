@@ -61,6 +61,11 @@ pub(crate) fn respond(
 /// The failure's log event: a warning when the upstream or the proxy is to blame.
 fn log(e: &ProxyError, meta: &Meta, conn: &Conn, request_id: &str, status: StatusCode) {
     let detail = chain(e);
+    if matches!(e, ProxyError::Shortage(_)) {
+        // Logged once a second per kind with a count (`crate::shortage::note`).
+        tracing::debug!(request_id, status = status.as_u16(), error = %detail, "proxy short of resources");
+        return;
+    }
     match e.blame() {
         Blame::Upstream | Blame::Internal => {
             let route = meta.route.as_ref().map_or("-", |r| &r.1);

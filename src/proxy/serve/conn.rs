@@ -72,7 +72,7 @@ pub(super) fn serve_io<S>(
     conn: Conn,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
-    live: Arc<()>,
+    live: super::Live,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -154,7 +154,7 @@ struct Rounds {
     parked: Gauge,
     _open: GaugeGuard,
     /// Held until the connection ends (the accept loop's drain waits for it).
-    _live: Arc<()>,
+    _live: super::Live,
 }
 
 impl Rounds {
@@ -176,7 +176,9 @@ impl Rounds {
         async move {
             let mut _parked: Option<GaugeGuard> = None;
             loop {
-                let round = self.next_round(&mut io, &mut drain).await;
+                let round = self
+                    .next_round(&mut io, &mut drain, _parked.is_some())
+                    .await;
                 _parked = None;
                 match round {
                     Some(framing::Round::Full) => {
@@ -195,10 +197,13 @@ impl Rounds {
     }
 
     /// Wait, parked, for the next whole request head; `None`: the connection is done.
+    /// An `idle` connection (it has served a request) closes to make room at the
+    /// connection cap; a new one waits for its first request.
     async fn next_round<S>(
         &self,
         io: &mut framing::Guarded<S>,
         drain: &mut watch::Receiver<bool>,
+        idle: bool,
     ) -> Option<framing::Round>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -208,6 +213,8 @@ impl Rounds {
             r = tokio::time::timeout(self.settings.header_timeout, next) => r,
             // Draining: a parked connection has no request in flight; close it.
             _ = drain.wait_for(|d| *d) => return None,
+            // At the connection cap: an idle connection makes room.
+            _ = self.svc.shared.cap.reclaimed(), if idle => return None,
         };
         match round {
             Ok(Ok(Some(r))) => Some(r),

@@ -34,6 +34,13 @@ fn spawn_conn(served: impl Future<Output = ()> + Send + 'static, peer: SocketAdd
     }
 }
 
+/// What a connection holds until it ends: a count the drain waits on, and its place
+/// under the connection cap.
+pub(crate) struct Live {
+    _drain: Arc<()>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Start serving one accepted connection (TLS handshake first on a TLS listener).
 fn accept(
     stream: TcpStream,
@@ -41,7 +48,7 @@ fn accept(
     local: SocketAddr,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
-    live: Arc<()>,
+    live: Live,
 ) {
     // Linux: inherited from the listener (see `listen`).
     #[cfg(not(target_os = "linux"))]
@@ -92,18 +99,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     let (drain_tx, drain_rx) = watch::channel(false);
     let live = Arc::new(());
     loop {
+        // At the connection cap nothing is accepted: the kernel's backlog holds the
+        // clients until a connection ends (see `conn_cap`).
+        let permit = tokio::select! {
+            p = shared.cap.admit() => p,
+            _ = stop.wait_for(|s| *s) => break,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (shared, drain, live) = (shared.clone(), drain_rx.clone(), live.clone());
-                accept(stream, peer, local, shared, drain, live);
+                let live = Live {
+                    _drain: live.clone(),
+                    _permit: Some(permit),
+                };
+                accept(stream, peer, local, shared.clone(), drain_rx.clone(), live);
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed; backing off");
+                // EMFILE and friends: back off instead of spinning (the kernel's
+                // backlog holds the clients meanwhile).
+                match crate::shortage::Shortage::of(&e) {
+                    Some(kind) => crate::shortage::note(kind, crate::shortage::At::Accept, &e),
+                    None => tracing::warn!(error = %e, "accept failed; backing off"),
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
                     _ = stop.wait_for(|s| *s) => break,
@@ -122,14 +142,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     })
     .await
     {
-        accept(
-            stream,
-            peer,
-            local,
-            shared.clone(),
-            drain_rx.clone(),
-            live.clone(),
-        );
+        let permit = shared.cap.try_admit();
+        let live = Live {
+            _drain: live.clone(),
+            _permit: permit,
+        };
+        accept(stream, peer, local, shared.clone(), drain_rx.clone(), live);
     }
     drop(listener);
     drain(&shared, drain_tx, live, local).await;
