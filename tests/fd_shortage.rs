@@ -26,6 +26,16 @@ async fn ask(s: &mut TcpStream) -> (String, String) {
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The proxy process, killed when the test ends however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -78,7 +88,7 @@ pool = "p"
     )
     .unwrap();
     let log = dir.join("stderr.log");
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "ulimit -S -n 48 && ulimit -H -n 48 && exec {BIN} --config {} --log-level warn",
@@ -90,7 +100,8 @@ pool = "p"
         ))
         .spawn()
         .unwrap();
-    let pid = child.id();
+    let mut child = Child(child);
+    let pid = child.0.id();
     eventually("the proxy listens", || async {
         TcpStream::connect(listen).await.is_ok()
     })
@@ -178,7 +189,7 @@ pool = "p"
         .unwrap_or(0);
     assert!(n >= 6, "{line}");
     let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    let _ = child.0.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     let warnings = text
         .lines()
