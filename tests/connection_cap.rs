@@ -127,3 +127,29 @@ async fn an_idle_keepalive_connection_makes_room_and_a_websocket_is_never_cut() 
     assert!(v["reclaimed_idle"].as_u64() >= Some(1), "{v}");
     proxy.stop().await;
 }
+
+#[test]
+fn check_prints_the_descriptor_capacity_and_warns_of_a_cap_that_does_not_fit() {
+    let dir = std::env::temp_dir().join(format!("sy-cap-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cap.toml");
+    std::fs::write(
+        &file,
+        "[[listeners]]\naddr = \"127.0.0.1:0\"\n[server]\nmax_connections = 100000000\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::bench::BIN)
+        .args(["--config", file.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("descriptors: ") && text.contains("client connections"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: [server] max_connections 100000000 does not fit"),
+        "{text}"
+    );
+}
