@@ -26,7 +26,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::request::{Ctx, Meta, max_body};
 use crate::proxy::respond::body::ProxyBody;
 use crate::routing::Route;
-use crate::upstream::{Endpoint, InFlight, Lease, Pool, RequestBody, SendError, Unsent};
+use crate::upstream::{Endpoint, InFlight, Lease, PickKey, Pool, RequestBody, SendError, Unsent};
 
 /// Most servers tried for one request (bounded by the pool's `attempts`).
 const MAX_TRIED: usize = 8;
@@ -111,9 +111,8 @@ impl<'a> Exchange<'a> {
             meta.server = Some(in_flight.endpoint().addr);
             match self.on_server(in_flight, may_retry, meta).await? {
                 Tried::Answered(mut resp, in_flight) => {
-                    let https = self.cx.conn.scheme == "https";
-                    if let Some(c) = pick::sticky_cookie(pool, key, tried[attempt], https) {
-                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    if pool.cfg.sticky.is_some() {
+                        self.stick(&mut resp, key, tried[attempt]);
                     }
                     return Ok((resp, Some(in_flight)));
                 }
@@ -121,6 +120,14 @@ impl<'a> Exchange<'a> {
             }
         }
         Err(last)
+    }
+
+    /// A sticky pool's cookie naming `chosen`, unless the request's already did.
+    fn stick(&self, resp: &mut Response<ProxyBody>, key: PickKey, chosen: usize) {
+        let https = self.cx.conn.scheme == "https";
+        if let Some(c) = pick::sticky_cookie(self.pool, key, chosen, https) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
     }
 
     fn index_of(&self, endpoint: &Arc<Endpoint>) -> usize {
