@@ -1,8 +1,9 @@
 //! The client connection cap (`[server] max_connections`, nginx's `worker_connections`,
-//! HAProxy's `maxconn`). Each open client connection holds a permit; at the cap the
-//! accept loops stop accepting, so the kernel's backlog holds new clients until a
-//! connection ends, and an idle keep-alive connection (parked between requests) is
-//! asked to close to make room, as nginx reuses idle connections. A connection with a
+//! HAProxy's `maxconn`). Each open client connection holds a permit. At the cap an
+//! accept loop holds the client it just accepted until a place frees and accepts no
+//! more, so the kernel's backlog holds the rest; meanwhile an idle keep-alive
+//! connection (parked after serving a request) is asked to close to make room, as nginx
+//! reuses idle connections, only when a client is actually waiting. A connection with a
 //! request in flight, HTTP/2 or a WebSocket tunnel is never cut for that.
 
 use std::sync::Arc;

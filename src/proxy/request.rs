@@ -45,9 +45,18 @@ pub struct Conn {
     /// the connection is not idle (the framing guard must not park it, so an end of
     /// input hyper sees is the client's, and aborts the request).
     pub busy: Arc<AtomicUsize>,
+    /// The connection's place under the client connection cap. A WebSocket tunnel
+    /// takes it along (the tunnel outlives the connection's task and keeps the
+    /// client's descriptor).
+    pub place: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Conn {
+    /// Take the connection's place under the cap (for a tunnel that outlives it).
+    pub fn take_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.place.lock().ok().and_then(|mut p| p.take())
+    }
+
     pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
         Conn {
             peer,
@@ -55,6 +64,7 @@ impl Conn {
             scheme,
             peer_ip: ip_value(peer.ip().to_canonical()),
             busy: Arc::default(),
+            place: std::sync::Mutex::new(None),
         }
     }
 }

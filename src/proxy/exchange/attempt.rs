@@ -230,12 +230,17 @@ impl<'a> Exchange<'a> {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             rp.headers
                 .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            tokio::spawn(tunnel::relay(
+            let relay = tunnel::relay(
                 client,
                 upstream,
                 snap.server.tunnel_idle_timeout,
                 snap.metrics.clone(),
-            ));
+            );
+            let place = self.cx.conn.take_place();
+            tokio::spawn(async move {
+                relay.await;
+                drop(place);
+            });
             return Response::from_parts(rp, ProxyBody::upstream(rb, None, None, idle));
         }
         let deadline = self.route.timeout.map(|t| self.cx.started + t);

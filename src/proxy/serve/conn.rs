@@ -72,11 +72,14 @@ pub(super) fn serve_io<S>(
     conn: Conn,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
-    live: super::Live,
+    mut live: super::Live,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if let Ok(mut p) = conn.place.lock() {
+        *p = live.permit.take();
+    }
     let snap = shared.state.load();
     let s = &snap.server;
     let mut io =

@@ -35,10 +35,10 @@ fn spawn_conn(served: impl Future<Output = ()> + Send + 'static, peer: SocketAdd
 }
 
 /// What a connection holds until it ends: a count the drain waits on, and its place
-/// under the connection cap.
+/// under the connection cap (moved into its `Conn`, where a tunnel can take it).
 pub(crate) struct Live {
     _drain: Arc<()>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Start serving one accepted connection (TLS handshake first on a TLS listener).
@@ -99,21 +99,22 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     let (drain_tx, drain_rx) = watch::channel(false);
     let live = Arc::new(());
     loop {
-        // At the connection cap nothing is accepted: the kernel's backlog holds the
-        // clients until a connection ends (see `conn_cap`).
-        let permit = tokio::select! {
-            p = shared.cap.admit() => p,
-            _ = stop.wait_for(|s| *s) => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
+                // At the connection cap this client waits for a place (an idle
+                // connection is asked to make room only now that one is wanted), and
+                // nothing more is accepted: the kernel's backlog holds the rest.
+                let permit = tokio::select! {
+                    p = shared.cap.admit() => p,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
                 let live = Live {
                     _drain: live.clone(),
-                    _permit: Some(permit),
+                    permit: Some(permit),
                 };
                 accept(stream, peer, local, shared.clone(), drain_rx.clone(), live);
             }
@@ -145,7 +146,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         let permit = shared.cap.try_admit();
         let live = Live {
             _drain: live.clone(),
-            _permit: permit,
+            permit,
         };
         accept(stream, peer, local, shared.clone(), drain_rx.clone(), live);
     }
