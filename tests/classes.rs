@@ -8,6 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::wire::{p99, timed};
 use support::workers::Workers;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,18 +56,6 @@ fn config(app: std::net::SocketAddr, pool_keys: &str, classes: &str) -> Config {
             "#,
         )
         .route("default", "app", "")
-}
-
-/// One request on a new connection; its status and latency.
-async fn timed(addr: std::net::SocketAddr, req: &'static [u8]) -> (u16, Duration) {
-    let t = Instant::now();
-    let (got, _) = support::wire::exchange(addr, req).await;
-    let status = got
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, t.elapsed())
 }
 
 /// Six report clients in a closed loop and a transaction every 40 ms, for `secs`:
@@ -126,12 +115,6 @@ async fn storm(
     }
     lat.sort();
     (lat, failed, done)
-}
-
-fn p99(lat: &[Duration]) -> Duration {
-    lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::bench::{bench, on_loopback, run};
 use support::engineio::EngineIo;
-use support::wire::exchange;
+use support::wire::{exchange, p99, timed};
 use support::workers::Workers;
 use support::*;
 use tokio::time::Instant;
@@ -203,18 +203,6 @@ fn report(i: usize) -> String {
     }
 }
 
-/// One request on a new connection: (status, latency).
-async fn timed(addr: std::net::SocketAddr, req: String) -> (u16, Duration) {
-    let t = Instant::now();
-    let (got, _) = exchange(addr, req.as_bytes()).await;
-    let status = got
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, t.elapsed())
-}
-
 /// Transactions every 50 ms for `secs` while `reporters` clients loop over report
 /// calls: (p99 of the transactions, failed transactions, reports done).
 async fn flood(
@@ -230,7 +218,7 @@ async fn flood(
                 let mut done = 0;
                 let mut i = c;
                 while Instant::now() < until {
-                    done += usize::from(timed(addr, report(i)).await.0 == 200);
+                    done += usize::from(timed(addr, report(i).as_bytes()).await.0 == 200);
                     i += 1;
                 }
                 done
@@ -245,7 +233,7 @@ async fn flood(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     while Instant::now() < until {
         tick.tick().await;
-        sent.push(tokio::spawn(timed(addr, tx.to_owned())));
+        sent.push(tokio::spawn(timed(addr, tx.as_bytes())));
     }
     let (mut lat, mut failed) = (Vec::new(), 0);
     for t in sent {
@@ -259,8 +247,7 @@ async fn flood(
         done += r.await.unwrap();
     }
     lat.sort();
-    let p99 = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
-    (p99, failed, done)
+    (p99(&lat), failed, done)
 }
 
 /// The seed's story through the generated config: 4 workers (gunicorn_workers of the

@@ -316,6 +316,32 @@ async fn a_reload_that_changes_a_name_is_applied_live() {
     proxy.stop().await;
 }
 
+/// The last request each backend received: the same request line and the same fields
+/// in the same order (the request id aside). Returns both.
+fn same_upstream_request(
+    by_name: &WireBackend,
+    by_addr: &WireBackend,
+    what: &str,
+) -> (support::wire::WireRequest, support::wire::WireRequest) {
+    let (n, p) = (
+        by_name.requests().pop().unwrap(),
+        by_addr.requests().pop().unwrap(),
+    );
+    assert_eq!(n.line, p.line, "{what}");
+    let fields = |r: &support::wire::WireRequest| {
+        r.names()
+            .into_iter()
+            .filter(|h| h != "x-request-id")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fields(&n),
+        fields(&p),
+        "{what}: the same fields in the same order"
+    );
+    (n, p)
+}
+
 /// At the wire, a server reached by name gets exactly what a server by address gets.
 #[tokio::test]
 async fn a_server_by_name_gets_the_same_bytes_as_by_address() {
@@ -340,22 +366,7 @@ async fn a_server_by_name_gets_the_same_bytes_as_by_address() {
     ] {
         let _ = raw(named.addr(), req.as_bytes()).await;
         let _ = raw(plain.addr(), req.as_bytes()).await;
-        let (n, p) = (
-            by_name.requests().pop().unwrap(),
-            by_addr.requests().pop().unwrap(),
-        );
-        assert_eq!(n.line, p.line, "HTTP/{version}");
-        let strip = |names: Vec<String>| {
-            names
-                .into_iter()
-                .filter(|h| h != "x-request-id")
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            strip(n.names()),
-            strip(p.names()),
-            "HTTP/{version}: the same fields in the same order"
-        );
+        let (n, p) = same_upstream_request(&by_name, &by_addr, &format!("HTTP/{version}"));
         assert_eq!(
             n.values("host"),
             vec!["erp.example".to_owned()],
@@ -374,22 +385,7 @@ async fn a_server_by_name_gets_the_same_bytes_as_by_address() {
             .unwrap();
         assert_eq!(h2.request(req).await.unwrap().status(), 200);
     }
-    let (n, p) = (
-        by_name.requests().pop().unwrap(),
-        by_addr.requests().pop().unwrap(),
-    );
-    assert_eq!(n.line, p.line, "HTTP/2");
-    let strip = |names: Vec<String>| {
-        names
-            .into_iter()
-            .filter(|h| h != "x-request-id")
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        strip(n.names()),
-        strip(p.names()),
-        "HTTP/2: the same fields in the same order"
-    );
+    same_upstream_request(&by_name, &by_addr, "HTTP/2");
     named.stop().await;
     plain.stop().await;
 }

@@ -296,3 +296,22 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> (String, TcpStream) {
         .unwrap_or_default();
     (got, s)
 }
+
+/// One request on a new connection: its status (0 if none) and how long it took.
+pub async fn timed(addr: SocketAddr, req: &[u8]) -> (u16, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let (got, _) = exchange(addr, req).await;
+    let status = got
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, t.elapsed())
+}
+
+/// The 99th percentile of sorted latencies (zero for none).
+pub fn p99(lat: &[std::time::Duration]) -> std::time::Duration {
+    lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}

@@ -63,8 +63,12 @@ impl Framer {
 
     /// Answer a request line longer than `max_uri` bytes of target with 414.
     pub fn with_max_uri(mut self, max_uri: usize) -> Self {
-        self.max_uri = max_uri;
+        self.set_max_uri(max_uri);
         self
+    }
+
+    pub(super) fn set_max_uri(&mut self, max_uri: usize) {
+        self.max_uri = max_uri;
     }
 
     /// Whether all further bytes go through unexamined.

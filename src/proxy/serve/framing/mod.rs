@@ -79,7 +79,7 @@ pub struct Guarded<S> {
 impl<S> Guarded<S> {
     /// Also answer targets over `max_uri` bytes with 414 (see [`Framer::with_max_uri`]).
     pub fn with_max_uri(mut self, max_uri: usize) -> Self {
-        self.framer = std::mem::replace(&mut self.framer, Framer::new(0)).with_max_uri(max_uri);
+        self.framer.set_max_uri(max_uri);
         self
     }
 
