@@ -78,7 +78,9 @@ pub struct Snapshot {
     /// Per pool (same index): the servers that may take traffic now.
     pub views: Vec<PoolView>,
     pub listeners: Arc<Vec<ListenerInfo>>,
-    pub server: ServerSettings,
+    /// Shared with every connection that arrived under this generation (a parked
+    /// connection holds a pointer, not a copy).
+    pub server: Arc<ServerSettings>,
     pub metrics: Arc<Metrics>,
     /// This generation's metric handles (no label lookups on the request path).
     pub prepared: Arc<Prepared>,
@@ -116,7 +118,7 @@ impl Snapshot {
             pools: Arc::new(pools),
             views,
             listeners: Arc::new(config.listeners.iter().map(ListenerInfo::new).collect()),
-            server: config.server.clone(),
+            server: Arc::new(config.server.clone()),
             metrics,
             prepared,
             admin_token: config.admin.token.as_deref().map(Arc::from),

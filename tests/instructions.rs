@@ -20,7 +20,9 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// Instructions per proxied request, debug build (what `cargo test` runs). Measured
 /// 2026-11-23: 452,500 ± 500 over three runs; the release build does about 47,000.
-const LIMIT: u64 = 900_000;
+/// 2026-12-06: 356,189, so the limit follows it down to just above (a change that
+/// gives back a fifth of the request path fails).
+const LIMIT: u64 = 420_000;
 
 fn valgrind_available() -> bool {
     Command::new("valgrind")
