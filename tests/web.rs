@@ -418,6 +418,45 @@ async fn assets_follow_symlinks_into_apps_but_public_files_do_not_leave_their_ro
     assert_eq!(text, "from the app");
 }
 
+/// A root directory is opened once a second per worker, not per request: a root
+/// swapped on disk (a deploy) is served within about that. A FIFO under a root is no
+/// file (opening one for reading would wait for a writer and stall the worker).
+#[tokio::test]
+async fn a_swapped_root_is_seen_and_a_fifo_is_not_served() {
+    let bench = Bench::new("swap");
+    let app = app().await;
+    let p = Proxy::start(&config(&bench, app.addr)).await;
+    let public = bench.dir.join("sites/erp.test/public");
+    write(&public.join("files/v.txt"), b"old");
+    let get = || fetch(p.addr(), "GET /files/v.txt HTTP/1.1\r\nHost: erp.test\r\n");
+    assert_eq!(get().await.1, b"old");
+    std::fs::rename(&public, bench.dir.join("sites/erp.test/public.old")).unwrap();
+    write(&public.join("files/v.txt"), b"new");
+    let swapped = std::time::Instant::now();
+    eventually("the new root is served", || async {
+        get().await.1 == b"new"
+    })
+    .await;
+    assert!(
+        swapped.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        swapped.elapsed()
+    );
+
+    let fifo = public.join("files/pipe.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let req = "GET /files/pipe.txt HTTP/1.1\r\nHost: erp.test\r\n";
+    let (h, body) = tokio::time::timeout(WAIT, fetch(p.addr(), req))
+        .await
+        .expect("a FIFO under the root stalled the proxy");
+    assert_eq!(status(&h), 200, "{h}");
+    assert_eq!(body, b"from the app", "{h}");
+}
+
 #[tokio::test]
 async fn every_traversal_form_is_refused_and_nothing_outside_a_root_is_served() {
     let bench = Bench::new("traversal");

@@ -8,26 +8,24 @@
 //! - confines the file to the root: unless the route follows symlinks, the kernel
 //!   resolves the path beneath the root (`openat2` with `RESOLVE_BENEATH`), so a
 //!   symlink leading out of it, even one swapped in meanwhile, counts as missing;
-//! - does the file system calls inline, as nginx does (see [`Confined`]);
+//! - does the file system calls inline, as nginx does, one `openat2` and one `fstat`
+//!   per answer (see `confined`);
 //! - sets nginx's Content-Type table and the route's `Cache-Control`/`Expires`.
 //!
 //! `Ok(None)` means no file: the caller falls back to the route's pool, or answers 404.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
-use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, File};
 
+use super::confined::Confined;
 use super::mime;
 use crate::proxy::error::ProxyError;
 use crate::proxy::respond::body::ProxyBody;
@@ -165,177 +163,6 @@ fn missing(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::NotADirectory
     ) || matches!(e.raw_os_error(), Some(20 | 36 | 40))
-}
-
-/// The file system, confined to a root unless `root` is `None`.
-///
-/// Opens, stats and reads are plain blocking calls on the worker thread, as nginx makes
-/// them without `aio threads`: on a local disk (page cache) they take microseconds,
-/// where a hand-off to tokio's blocking pool per call cost ten times the CPU of the
-/// whole answer. A root on a slow network file system stalls the worker meanwhile.
-#[derive(Debug, Clone)]
-struct Confined {
-    root: Option<Arc<Path>>,
-    /// The root directory, opened once per request (the metadata and open calls of one
-    /// answer share it).
-    dir: Arc<std::sync::OnceLock<rustix::fd::OwnedFd>>,
-}
-
-impl Confined {
-    fn new(root: Option<Arc<Path>>) -> Self {
-        Confined {
-            root,
-            dir: Arc::default(),
-        }
-    }
-
-    /// Open `path` (under the root); when confined, no symlink or `..` may lead out of
-    /// the root: `openat2(RESOLVE_BENEATH)` refuses that in the kernel, atomically.
-    /// `only_path`: an `O_PATH` descriptor, enough for its metadata.
-    fn open_checked(&self, path: &Path, only_path: bool) -> io::Result<std::fs::File> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let Some(root) = &self.root else {
-            return std::fs::File::open(path);
-        };
-        let rel = path
-            .strip_prefix(root)
-            .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
-        let dir = match self.dir.get() {
-            Some(d) => d,
-            None => {
-                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                let _ = self
-                    .dir
-                    .set(rustix::fs::open(&**root, flags, Mode::empty())?);
-                self.dir.get().ok_or(io::ErrorKind::NotFound)?
-            }
-        };
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        let mode = if only_path {
-            OFlags::PATH
-        } else {
-            OFlags::RDONLY
-        };
-        match rustix::fs::openat2(dir, rel, mode | OFlags::CLOEXEC, Mode::empty(), how) {
-            Ok(fd) => Ok(std::fs::File::from(fd)),
-            Err(rustix::io::Errno::XDEV) => Err(outside(path)),
-            // No openat2 (kernel before 5.6, or a seccomp filter): check after opening.
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => open_then_check(root, path),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Log a file kept from a client because the way to it leaves the root.
-fn outside(path: &Path) -> io::Error {
-    tracing::warn!(path = %path.display(), "refused a file outside its route's root (a symlink leaving it; set follow_symlinks to allow)");
-    io::ErrorKind::NotFound.into()
-}
-
-/// The fallback check: the file actually opened (its descriptor's link, so a swapped
-/// symlink cannot race the check) must lie inside the root.
-fn open_then_check(root: &Path, path: &Path) -> io::Result<std::fs::File> {
-    let file = std::fs::File::open(path)?;
-    let root = std::fs::canonicalize(root)?;
-    #[cfg(target_os = "linux")]
-    let real = {
-        use std::os::fd::AsRawFd;
-        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .or_else(|_| std::fs::canonicalize(path))?
-    };
-    #[cfg(not(target_os = "linux"))]
-    let real = std::fs::canonicalize(path)?;
-    if !real.starts_with(&root) {
-        return Err(outside(path));
-    }
-    Ok(file)
-}
-
-type Ready<T> = std::future::Ready<io::Result<T>>;
-
-impl Backend for Confined {
-    type File = OpenFile;
-    type Metadata = std::fs::Metadata;
-    type OpenFuture = Ready<OpenFile>;
-    type MetadataFuture = Ready<std::fs::Metadata>;
-
-    fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        std::future::ready(self.open_checked(&path, false).and_then(OpenFile::new))
-    }
-
-    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        std::future::ready(match &self.root {
-            None => std::fs::metadata(&path),
-            Some(_) => self.open_checked(&path, true).and_then(|f| f.metadata()),
-        })
-    }
-}
-
-/// A file opened through [`Confined`], read with blocking calls (see there).
-#[derive(Debug)]
-struct OpenFile {
-    file: std::fs::File,
-    /// Taken when the file was opened; the answer's length is this one's.
-    meta: std::fs::Metadata,
-    pos: u64,
-    /// The result of the seek started last.
-    seek: Option<io::Result<u64>>,
-}
-
-impl OpenFile {
-    fn new(file: std::fs::File) -> io::Result<Self> {
-        let meta = file.metadata()?;
-        Ok(OpenFile {
-            file,
-            meta,
-            pos: 0,
-            seek: None,
-        })
-    }
-}
-
-impl AsyncRead for OpenFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        // Only the part of the buffer the rest of the file can fill is zeroed (the
-        // reader offers 64 KiB whatever the file's size).
-        let left = self.meta.len().saturating_sub(self.pos);
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(buf.remaining());
-        let n = io::Read::read(&mut self.file, buf.initialize_unfilled_to(want))?;
-        buf.advance(n);
-        self.pos += n as u64;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncSeek for OpenFile {
-    fn start_seek(mut self: Pin<&mut Self>, pos: io::SeekFrom) -> io::Result<()> {
-        let done = io::Seek::seek(&mut self.file, pos);
-        if let Ok(p) = &done {
-            self.pos = *p;
-        }
-        self.seek = Some(done);
-        Ok(())
-    }
-
-    fn poll_complete(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        let pos = self.pos;
-        Poll::Ready(self.seek.take().unwrap_or(Ok(pos)))
-    }
-}
-
-impl File for OpenFile {
-    type Metadata = std::fs::Metadata;
-    type MetadataFuture<'a> = Ready<std::fs::Metadata>;
-
-    fn metadata(&self) -> Self::MetadataFuture<'_> {
-        std::future::ready(Ok(self.meta.clone()))
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - `accel.rs`: X-Accel-Redirect, an upstream answer replaced by an internal route's file.
 
 pub mod accel;
+mod confined;
 pub mod files;
 mod mime;
 
