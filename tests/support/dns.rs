@@ -22,21 +22,24 @@ impl Dns {
 
     /// With answers cached for `ttl` seconds.
     pub fn start_ttl(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)], ttl: u32) -> Dns {
-        // A port free for UDP may be taken for TCP (dnsmasq binds both): try a few.
+        // A port free now may be taken before dnsmasq binds it: try a few.
+        let mut why = String::new();
         for _ in 0..8 {
-            if let Some(dns) = Dns::try_start(hosts, srv, ttl) {
-                return dns;
+            match Dns::try_start(hosts, srv, ttl) {
+                Ok(dns) => return dns,
+                Err(e) => why = e,
             }
         }
-        panic!("dnsmasq did not start on any of 8 ports");
+        panic!("dnsmasq did not start on any of 8 ports; the last said: {why}");
     }
 
-    fn try_start(hosts: &[(&str, &str)], srv: &[(&str, &str, u16, u16)], ttl: u32) -> Option<Dns> {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    /// Start dnsmasq on a free port; `Err`: what it said when it exited.
+    fn try_start(
+        hosts: &[(&str, &str)],
+        srv: &[(&str, &str, u16, u16)],
+        ttl: u32,
+    ) -> Result<Dns, String> {
+        let port = free_port_below_ephemeral();
         let dir = std::env::temp_dir().join(format!("sy-dns-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let hosts_file = dir.join("hosts");
@@ -63,9 +66,11 @@ impl Dns {
         for (name, target, p, weight) in srv {
             cmd.arg(format!("--srv-host={name},{target},{p},0,{weight}"));
         }
+        let err_file = dir.join("stderr");
+        let err = std::fs::File::create(&err_file).unwrap();
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .expect("dnsmasq: install Debian's dnsmasq-base (.ci/run does)");
         let mut dns = Dns {
@@ -73,7 +78,10 @@ impl Dns {
             hosts: hosts_file,
             child: Some(child),
         };
-        dns.wait_ready().then_some(dns)
+        match dns.wait_ready() {
+            true => Ok(dns),
+            false => Err(std::fs::read_to_string(&err_file).unwrap_or_default()),
+        }
     }
 
     /// Replace the hosts file and have dnsmasq read it again.
@@ -123,6 +131,21 @@ impl Dns {
         }
         panic!("dnsmasq never answered on {}", self.addr);
     }
+}
+
+/// A port free for both UDP and TCP, below Linux's ephemeral range (32768 and up): the
+/// tests' many short client connections (thousands in TIME_WAIT) fill that range, and
+/// a port there that is free for UDP is often taken for TCP, which dnsmasq binds too.
+fn free_port_below_ephemeral() -> u16 {
+    for _ in 0..200 {
+        let port = fastrand::u16(20_000..32_000);
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port for dnsmasq between 20000 and 32000");
 }
 
 impl Drop for Dns {
