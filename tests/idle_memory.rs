@@ -32,8 +32,8 @@ const MAX_H2_BYTES: f64 = 42_000.0;
 const N: usize = 400;
 
 /// HTTP/2 with prior knowledge: preface, empty SETTINGS, and `GET /x` on stream 1
-/// (HPACK: :method GET, :path from the static table... `/x` literal, :scheme http,
-/// :authority a).
+/// (HPACK: `:method GET` indexed, `:path /x` a literal with an indexed name,
+/// `:scheme http` indexed, `:authority a` a literal).
 fn h2_request() -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
