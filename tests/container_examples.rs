@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::process::Command;
 
-use support::bench::{BIN, bench};
+use support::bench::{BIN, bench, run};
 
 /// The `environment:` of the compose file's `frontend`, with `${X:-default}` read as
 /// its default and `$$` as `$`.
@@ -149,15 +149,8 @@ fn the_kubernetes_configmap_checks() {
     );
     let file = dir.join("k8s.toml");
     std::fs::write(&file, &toml).unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", file.to_str().unwrap(), "--check"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = run(&["--config", file.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("name erpnext-gunicorn-headless.erpnext.svc.cluster.local:8000"),
         "{stdout}"
