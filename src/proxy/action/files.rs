@@ -87,12 +87,13 @@ pub(crate) async fn serve(
     if rel.is_empty() || rel.ends_with('/') {
         return Ok(None);
     }
-    let dir = match (root.root.contains("{site}"), site) {
-        (false, _) => root.root.clone(),
-        (true, Some(s)) => root.root.replace("{site}", s),
+    // One allocation for the directory, shared by `ServeDir` and the confinement.
+    let dir: Arc<Path> = match (root.root.contains("{site}"), site) {
+        (false, _) => Path::new(&root.root).into(),
+        (true, Some(s)) => Path::new(&root.root.replace("{site}", s)).into(),
         (true, None) => return Ok(None),
     };
-    let confine = (!root.follow_symlinks).then(|| Arc::<Path>::from(Path::new(&dir)));
+    let confine = (!root.follow_symlinks).then(|| dir.clone());
     let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     *inner.method_mut() = method.clone();
     *inner.uri_mut() = percent_encoding::utf8_percent_encode(rel, ENCODE)
@@ -105,7 +106,7 @@ pub(crate) async fn serve(
             inner.headers_mut().append(h, v.clone());
         }
     }
-    let mut svc = ServeDir::with_backend(&dir, Confined::new(confine))
+    let mut svc = ServeDir::with_backend(&*dir, Confined::new(confine))
         .append_index_html_on_directories(false)
         .redirect_to_trailing_slash(false);
     if root.precompressed {
