@@ -118,11 +118,6 @@ impl RequestBody {
         self.give_back = Some(tx);
         (self, rx)
     }
-
-    /// An empty body (for error paths and tests).
-    pub fn empty() -> Self {
-        Self::new(VecDeque::new(), None, Duration::MAX, Arc::default())
-    }
 }
 
 impl Body for RequestBody {

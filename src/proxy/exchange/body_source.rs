@@ -79,7 +79,8 @@ impl Source {
         match std::mem::replace(self, Source::Gone) {
             Source::Empty => {
                 *self = Source::Empty;
-                (RequestBody::empty(), None)
+                let none = RequestBody::new(VecDeque::new(), None, idle, cx.bytes_in.clone());
+                (none, None)
             }
             Source::Kept(frames) => {
                 let copy = frames.iter().map(clone_frame).collect();
@@ -95,7 +96,10 @@ impl Source {
                     .with_give_back();
                 (b, Some(rx))
             }
-            Source::Gone => (RequestBody::empty(), None),
+            Source::Gone => {
+                let none = RequestBody::new(VecDeque::new(), None, idle, cx.bytes_in.clone());
+                (none, None)
+            }
         }
     }
 }
