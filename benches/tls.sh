@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# TLS handshake rate and HTTP/2 request rate, switchyard vs nginx, with h2load, on loopback.
-# Run by hand:   apt-get install -y nginx-light nghttp2-client openssl
+# TLS handshake rate, TLS keep-alive HTTP/1.1 and HTTP/2 over TLS: switchyard vs nginx and
+# HAProxy, with h2load, on loopback. req/s and the proxy's CPU µs per request.
+# Run by hand:   apt-get install -y nginx-light haproxy nghttp2-client openssl
 #                bash benches/tls.sh [requests=20000]
-# One fixed-body nginx backend; both proxies terminate TLS (ECDSA P-256 certificate,
-# TLS 1.3) and forward over keep-alive HTTP/1.1. Bounded by the request counts.
+# One fixed-body nginx backend; every proxy terminates TLS (ECDSA P-256 certificate,
+# TLS 1.3) and forwards over keep-alive HTTP/1.1. Each proxy runs one worker pinned to
+# core 0; the backend and h2load run on core 1. Bounded by the request counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
-BACKEND=18181; NGINX=18182; SY=18183
-for t in nginx h2load openssl; do command -v $t >/dev/null || { echo "$t not found" >&2; exit 2; }; done
+BACKEND=18181; NGINX=18182; SY=18183; HAP=18184
+for t in nginx haproxy h2load openssl; do command -v $t >/dev/null || { echo "$t not found" >&2; exit 2; }; done
 WORK=$(mktemp -d); chmod 755 "$WORK"; trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/both.pem"
 chmod 644 "$WORK"/*.pem
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 cat > "$WORK/backend.conf" <<NGX
@@ -23,7 +26,7 @@ NGX
 cat > "$WORK/proxy.conf" <<NGX
 worker_processes 1; daemon off; pid $WORK/p.nginx.pid; error_log $WORK/p.err warn;
 events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
   server { listen 127.0.0.1:$NGINX ssl; http2 on;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
@@ -37,6 +40,8 @@ addr = "127.0.0.1:$SY"
 [[listeners.tls]]
 cert = "$WORK/cert.pem"
 key = "$WORK/key.pem"
+[runtime]
+workers = 1
 [admin]
 enabled = false
 [log]
@@ -47,22 +52,55 @@ servers = ["127.0.0.1:$BACKEND"]
 name = "all"
 pool = "app"
 TOML
+cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP ssl crt $WORK/both.pem alpn h2,http/1.1
+  default_backend be
+backend be
+  server s1 127.0.0.1:$BACKEND
+HAP
 cargo build --release -q
-nginx -c "$WORK/backend.conf" & echo $! > "$WORK/backend.pid"
-nginx -c "$WORK/proxy.conf" & echo $! > "$WORK/nginx.pid"
-./target/release/switchyard --config "$WORK/sy.toml" --log-level warn & echo $! > "$WORK/sy.pid"
-for p in $BACKEND $NGINX $SY; do for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done; done
+taskset -c 1 nginx -c "$WORK/backend.conf" & echo $! > "$WORK/backend.pid"
+taskset -c 0 nginx -c "$WORK/proxy.conf" & echo $! > "$WORK/nginx.pid"
+taskset -c 0 haproxy -f "$WORK/haproxy.cfg" & echo $! > "$WORK/haproxy.pid"
+taskset -c 0 ./target/release/switchyard --config "$WORK/sy.toml" --log-level warn & echo $! > "$WORK/sy.pid"
+for p in $BACKEND $NGINX $SY $HAP; do for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done; done
 rate() { awk '/finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1)}'; }
 ok() { awk '/requests:/ {print $8" ok, "$10" failed"}'; }
-echo "machine: $(nproc) cores; h2load $(h2load --version | head -1 | awk '{print $2}'); $(nginx -v 2>&1)"
-printf "%-12s %-28s %12s  %s\n" proxy test "req/s" result
+# The process doing a proxy's work: nginx's worker, the others themselves.
+worker() {
+  local pid c; pid=$(cat "$WORK/$1.pid"); c=$(pgrep -P "$pid" | head -1 || true); echo "${c:-$pid}"
+}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run NAME PID TEST H2LOAD-ARGS...: one h2load run; req/s, CPU µs per request, result.
+run() {
+  local name=$1 pid=$2 test=$3; shift 3
+  local t0 t1 out n
+  t0=$(ticks "$pid"); out=$(taskset -c 1 h2load "$@" 2>&1); t1=$(ticks "$pid")
+  n=$(awk '/requests:/ {print $8}' <<<"$out")
+  printf "%-11s %-30s %10s %10s  %s\n" "$name" "$test" "$(rate <<<"$out")" \
+    "$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')" \
+    "$(ok <<<"$out")"
+}
+echo "machine: $(nproc) cores; h2load $(h2load --version | head -1 | awk '{print $2}'); $(nginx -v 2>&1); $(haproxy -v | head -1 | awk '{print $1, $3}')"
+printf "%-11s %-30s %10s %10s  %s\n" proxy test "req/s" "CPU us/req" result
 for round in 1 2 3; do
-  for who in switchyard:$SY nginx:$NGINX; do
-    name=${who%%:*}; port=${who##*:}
+  for who in switchyard:$SY:sy nginx:$NGINX:nginx haproxy:$HAP:haproxy; do
+    IFS=: read -r name port file <<<"$who"; pid=$(worker "$file")
+    url="https://localhost:$port/"
     # One request per connection: the rate is the TLS handshake rate.
-    out=$(h2load -n $((N/10)) -c $((N/10)) -t 1 --h1 "https://localhost:$port/" 2>&1)
-    printf "%-12s %-28s %12s  %s\n" "$name" "TLS handshakes (1 req/conn)" "$(rate <<<"$out")" "$(ok <<<"$out")"
-    out=$(h2load -n $N -c 16 -m 16 -t 1 "https://localhost:$port/" 2>&1)
-    printf "%-12s %-28s %12s  %s\n" "$name" "HTTP/2, 16 conns x 16 streams" "$(rate <<<"$out")" "$(ok <<<"$out")"
+    run "$name" "$pid" "TLS handshakes (1 req/conn)" -n $((N / 10)) -c $((N / 10)) -t 1 --h1 "$url"
+    run "$name" "$pid" "TLS keep-alive HTTP/1.1, 16 c" -n "$N" -c 16 -t 1 --h1 "$url"
+    run "$name" "$pid" "HTTP/2 TLS, 16 c x 16 streams" -n "$N" -c 16 -m 16 -t 1 "$url"
   done
 done
