@@ -21,8 +21,9 @@ use support::*;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Allocations the proxy may add per keep-alive GET: 33 measured on 2026-11-23, 27.3 on
-/// 2026-12-06, so a change that adds five allocations fails. Raise it only with a reason.
-const MAX_PROXY_ALLOCS_PER_REQUEST: f64 = 32.0;
+/// 2026-12-06, 26.3 once hyper's head timer (a boxed sleep per request) was off, so a
+/// change that adds five allocations fails. Raise it only with a reason.
+const MAX_PROXY_ALLOCS_PER_REQUEST: f64 = 31.0;
 const N: usize = 2000;
 
 async fn run(addr: std::net::SocketAddr, n: usize) -> usize {

@@ -113,6 +113,55 @@ async fn refused_requests_reach_the_access_log_as_nginx_logs_them() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A head that stalls after a request on the same connection (pipelined behind it, so
+/// it arrives while the connection is being served, not while it waits parked): the
+/// first request is answered, the connection closes after `header_timeout`, and the
+/// stalled head is logged as 408. Those heads are timed by the framing guard, not by
+/// hyper; without that timer the connection stayed open for good.
+#[tokio::test]
+async fn a_head_stalling_behind_a_request_is_timed_out_and_logged_408() {
+    let b = Backend::spawn("b").await;
+    let dir = std::env::temp_dir().join(format!("sy-stall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let settings = format!(
+        "[server]\nheader_timeout = \"300ms\"\n[log]\naccess_log = \"{}\"\n",
+        log.display()
+    );
+    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(&settings)).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /stalled HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "not closed within {WAIT:?}: {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(250),
+        "closed after {took:?}"
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two lines logged", || async {
+        read_log().lines().count() >= 2
+    })
+    .await;
+    let text = read_log();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("\"GET /first HTTP/1.1\" 200"), "{text}");
+    assert!(lines[1].contains("\"GET /stalled HTTP/1.1\" 408"), "{text}");
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// fail2ban's own `nginx-bad-request` filter over the log, where fail2ban is installed
 /// (CI installs it).
 fn fail2ban_matches(log: &std::path::Path, want: usize) {

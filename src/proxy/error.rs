@@ -107,6 +107,7 @@ impl ProxyError {
             SendError::NotSent(h) => Self::classify(h.into(), true),
             SendError::Failed(h) => Self::classify(h.into(), false),
             SendError::Stale(h) => ProxyError::Stale(h.into()),
+            SendError::TimedOut => ProxyError::Timeout,
         }
     }
 

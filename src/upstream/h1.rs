@@ -21,12 +21,12 @@ use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ use super::RequestBody;
 use super::slots::Slots;
 use super::stream::Stream;
 use crate::config::UpstreamTls;
+use crate::idle::Deadline;
 
 type Io = TokioIo<Stream>;
 
@@ -53,6 +54,9 @@ struct Conn {
     drive: http1::Connection<Io, RequestBody>,
     /// When it last went idle.
     since: Instant,
+    /// The answer's deadline of the request on it; kept with the connection so that
+    /// its timer is registered once per period, not once per request (see `idle`).
+    answer_by: Deadline,
 }
 
 impl Conn {
@@ -60,6 +64,41 @@ impl Conn {
     fn poke(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(&mut self.drive).poll(&mut cx).is_pending()
+    }
+}
+
+/// What [`Conn::exchange`] got: the answer's head (or the request handed back, or the
+/// error), and whether the connection ended meanwhile.
+type Exchanged = (
+    Result<Response<Incoming>, TrySendError<Request<RequestBody>>>,
+    bool,
+);
+
+impl Conn {
+    /// Send `req` and wait for the answer's head until `answer_by`, driving the
+    /// connection meanwhile. `None` when the deadline passed first.
+    async fn exchange(&mut self, req: Request<RequestBody>) -> Option<Exchanged> {
+        let Conn {
+            tx,
+            drive,
+            answer_by,
+            ..
+        } = self;
+        let mut fut = pin!(tx.try_send_request(req));
+        let mut ended = false;
+        let res = poll_fn(|cx| {
+            if !ended && Pin::new(&mut *drive).poll(cx).is_ready() {
+                ended = true;
+            }
+            match fut.as_mut().poll(cx) {
+                Poll::Pending if answer_by.expired(cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+            }
+        })
+        .await?;
+        answer_by.clear();
+        Some((res, ended))
     }
 }
 
@@ -76,6 +115,8 @@ pub enum SendError {
     /// A reused connection ended before any answer: most likely the server closed it
     /// while idle and the request was never read, but that cannot be known.
     Stale(hyper::Error),
+    /// No answer began before the deadline (the request may have been written).
+    TimedOut,
 }
 
 /// Idle keep-alive connections to one server.
@@ -226,6 +267,7 @@ impl H1Pool {
             tx,
             drive,
             since: Instant::now(),
+            answer_by: Deadline::default(),
         }))
     }
 
@@ -249,29 +291,29 @@ impl H1Pool {
         tx.send_request(req).await.map_err(SendError::Failed)
     }
 
-    /// Send `req` and wait for the response head: on a pooled connection when `reuse`,
-    /// otherwise (and when none is idle) on a new one. The returned lease must travel
-    /// with the response body, which drives it.
+    /// Send `req` and wait for the response head until `deadline`: on a pooled
+    /// connection when `reuse`, otherwise (and when none is idle) on a new one. The
+    /// returned lease must travel with the response body, which drives it.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         reuse: bool,
+        deadline: Instant,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut conn, reused) = match reuse.then(|| self.checkout()).flatten() {
                 Some(c) => (c, true),
                 // Boxed: connecting is the rare path; keep it out of every request's future.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match tokio::time::timeout_at(deadline, Box::pin(self.connect())).await {
+                    Ok(c) => (c?, false),
+                    Err(_) => return Err(SendError::TimedOut),
+                },
             };
-            let mut fut = pin!(conn.tx.try_send_request(req));
-            let mut ended = false;
-            let res = poll_fn(|cx| {
-                if !ended && Pin::new(&mut conn.drive).poll(cx).is_ready() {
-                    ended = true;
-                }
-                fut.as_mut().poll(cx)
-            })
-            .await;
+            conn.answer_by.set(deadline);
+            // Timed out: the connection closes (dropped here), its request unanswered.
+            let Some((res, ended)) = conn.exchange(req).await else {
+                return Err(SendError::TimedOut);
+            };
             match res {
                 Ok(resp) => {
                     self.learn(resp.headers());

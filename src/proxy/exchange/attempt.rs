@@ -341,8 +341,9 @@ impl<'a> Exchange<'a> {
             let r = timed(tokio::time::timeout_at(deadline, up).await)?;
             return Ok((r, None, sent.elapsed()));
         }
-        let (r, lease) =
-            timed(tokio::time::timeout_at(deadline, endpoint.conns.send(req, reuse)).await)?;
+        // The deadline lives with the upstream connection (its timer reused, see `idle`).
+        let answer = endpoint.conns.send(req, reuse, deadline).await;
+        let (r, lease) = answer.map_err(ProxyError::from_send)?;
         Ok((r, Some(lease), sent.elapsed()))
     }
 }

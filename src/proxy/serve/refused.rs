@@ -10,7 +10,7 @@ use crate::access::{AccessLog, AccessRecord};
 /// The status a connection error stands for, if it refused a request before parsing.
 pub fn status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let h = e.downcast_ref::<hyper::Error>()?;
-    if h.is_timeout() {
+    if h.is_timeout() || head_timed_out(h) {
         Some(408)
     } else if h.is_parse_too_large() {
         // hyper's one kind covers both; its text tells them apart.
@@ -24,6 +24,13 @@ pub fn status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     } else {
         None
     }
+}
+
+/// Whether the framing guard ended the read: a head took longer than `header_timeout`.
+fn head_timed_out(h: &hyper::Error) -> bool {
+    let io = std::error::Error::source(h).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.is::<super::framing::HeadTimeout>())
 }
 
 /// Log a refused request: an access-log line (what arrived of its head) and an event.

@@ -35,6 +35,45 @@ const MIN_IN_PLACE: usize = 1024;
 /// connection state for every request of a busy keep-alive connection.
 pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// What a round's read timer runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    /// Idling between requests: parks the connection after [`PARK_AFTER`].
+    Idle,
+    /// A request head began and waits for the rest: fails after `head_timeout`.
+    Head,
+}
+
+/// A timeout in whole milliseconds (at least 1 when not zero; about 49 days at most,
+/// which never passes in practice).
+#[derive(Debug, Clone, Copy)]
+struct Millis(u32);
+
+impl Millis {
+    fn of(d: std::time::Duration) -> Self {
+        let ms = d.as_micros().div_ceil(1000);
+        Millis(u32::try_from(ms).unwrap_or(u32::MAX))
+    }
+
+    fn get(self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.0))
+    }
+}
+
+/// Why a read failed: a request head did not arrive whole within `header_timeout`
+/// (see [`Guarded::with_head_timeout`]; logged as 408, like hyper's own head timeout).
+#[derive(Debug)]
+pub struct HeadTimeout;
+
+impl std::fmt::Display for HeadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request head not received within header_timeout")
+    }
+}
+
+impl std::error::Error for HeadTimeout {}
+
 /// The client connection with a [`Framer`] on its read side; writes pass through.
 /// How the next stretch of a connection is served (see [`Guarded::next_round`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +100,25 @@ pub struct Guarded<S> {
     /// The last write or flush could not finish: hyper still holds output, so the
     /// round must not end yet (its buffer would be lost with it).
     write_blocked: bool,
-    /// Runs while the connection idles between requests in a round; parks it when
-    /// it fires. Kept (and reset) while a round lasts.
-    idle_timer: IdleTimer,
+    /// Runs while the connection idles between requests in a round (parks it when it
+    /// fires), or while a request head that began waits for the rest (`head_timeout`).
+    /// Kept (and reset) while a round lasts.
+    timer: IdleTimer,
+    /// What `timer` runs for now.
+    waiting: Wait,
     /// While an upgrade awaits its answer: the first bytes of the response written.
     status: Vec<u8>,
     /// The read side waiting for that answer.
     reader: Option<std::task::Waker>,
-    /// Longest a write may wait for the client to read (`send_timeout`).
-    send_timeout: std::time::Duration,
+    /// Longest a write may wait for the client to read (`send_timeout`), in ms: every
+    /// open connection keeps this struct, so its timeouts are kept small.
+    send_timeout: Millis,
     /// Runs while a write waits; allocated the first time one does.
     send_timer: IdleTimer,
+    /// Longest a request head may take to arrive in an HTTP/1.1 round once it began
+    /// (`header_timeout`; hyper's own head timer is off in these rounds, see
+    /// `proxy::serve::conn::h1_builder`).
+    head_timeout: Millis,
     /// Requests in flight on this connection (see `proxy::request::Conn::busy`).
     busy: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
@@ -80,6 +127,13 @@ impl<S> Guarded<S> {
     /// Also answer targets over `max_uri` bytes with 414 (see [`Framer::with_max_uri`]).
     pub fn with_max_uri(mut self, max_uri: usize) -> Self {
         self.framer.set_max_uri(max_uri);
+        self
+    }
+
+    /// Bound the time a request head may take in an HTTP/1.1 round once it began
+    /// (`header_timeout`): past it the read fails with [`HeadTimeout`].
+    pub fn with_head_timeout(mut self, head_timeout: std::time::Duration) -> Self {
+        self.head_timeout = Millis::of(head_timeout);
         self
     }
 
@@ -93,11 +147,13 @@ impl<S> Guarded<S> {
             park: false,
             parked: false,
             write_blocked: false,
-            idle_timer: IdleTimer::default(),
+            timer: IdleTimer::default(),
+            waiting: Wait::Nothing,
             status: Vec::new(),
             reader: None,
-            send_timeout,
+            send_timeout: Millis::of(send_timeout),
             send_timer: IdleTimer::default(),
+            head_timeout: Millis(u32::MAX),
             busy: None,
         }
     }
@@ -117,9 +173,10 @@ impl<S> Guarded<S> {
             self.framer.feed(&mut self.input, &mut self.output);
         }
         self.parked = false;
-        self.idle_timer.reset();
+        self.timer.reset();
+        self.waiting = Wait::Nothing;
         if !park {
-            self.idle_timer.release();
+            self.timer.release();
         }
     }
 
@@ -165,7 +222,7 @@ impl<S> Guarded<S> {
     /// Ready once the connection has idled between requests for [`PARK_AFTER`]; the
     /// timer is armed at the start of each idle spell and reused across a round.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.idle_timer.expired(cx, PARK_AFTER) {
+        match self.timer.expired(cx, PARK_AFTER) {
             true => Poll::Ready(()),
             false => Poll::Pending,
         }
@@ -179,8 +236,10 @@ impl<S> Guarded<S> {
         if self.framer.needs_full() {
             return Some(Round::Full);
         }
-        // A head still incomplete: wait for the rest (under the caller's deadline).
-        if self.framer.state == State::Head && self.framer.released > 0 {
+        // Only a head still incomplete: wait for the rest (under the caller's deadline).
+        // Whole requests before it (pipelined) are served meanwhile.
+        let partial = self.framer.state == State::Head && self.framer.released > 0;
+        if partial && self.output.len() <= self.framer.released {
             return None;
         }
         Some(Round::H1)
@@ -289,6 +348,13 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
             && self.framer.at_boundary()
     }
 
+    /// Whether a request head began arriving in a parking round and is not whole yet.
+    fn head_begun(&self) -> bool {
+        self.park
+            && self.framer.state == State::Head
+            && (self.framer.released > 0 || !self.input.is_empty())
+    }
+
     /// Read from the socket into `buf`; `false` when the connection parked instead.
     /// While it idles between requests in a parking round, a read that would wait
     /// parks it once [`PARK_AFTER`] has passed: hyper then sees the end of input and its
@@ -298,16 +364,32 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<bool>> {
-        let idle = self.idle();
+        let waiting = match (self.idle(), self.head_begun()) {
+            (true, _) => Wait::Idle,
+            (false, true) => Wait::Head,
+            (false, false) => Wait::Nothing,
+        };
+        if waiting != self.waiting {
+            self.timer.reset();
+            self.waiting = waiting;
+        }
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Pending if idle => {
+            Poll::Pending if waiting == Wait::Idle => {
                 ready!(self.poll_idle(cx));
                 self.parked = true;
                 Poll::Ready(Ok(false))
             }
+            Poll::Pending
+                if waiting == Wait::Head && self.timer.expired(cx, self.head_timeout.get()) =>
+            {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeadTimeout)))
+            }
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
-                self.idle_timer.reset();
+                // Progress ends an idle spell; a head's time runs until it is whole.
+                if waiting == Wait::Idle {
+                    self.timer.reset();
+                }
                 Poll::Ready(r.map(|()| true))
             }
         }
@@ -373,7 +455,7 @@ impl<S> Guarded<S> {
         if !(blocked && self.write_blocked) {
             self.send_timer.reset();
         }
-        if blocked && self.send_timer.expired(cx, self.send_timeout) {
+        if blocked && self.send_timer.expired(cx, self.send_timeout.get()) {
             self.write_blocked = false;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
