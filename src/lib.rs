@@ -26,6 +26,7 @@ pub mod sites;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod worker;
 
 pub use process::listen::{Listeners, bind, bind_taking};
 pub use process::start::{run, run_with_ready};

@@ -194,7 +194,12 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let rt = match runtime(config.workers) {
+    // The per-worker scheduler starts its own threads; this runtime keeps the rest.
+    let main_threads = match config.scheduler {
+        switchyard::config::Scheduler::PerWorker => 1,
+        switchyard::config::Scheduler::WorkStealing => config.workers,
+    };
+    let rt = match runtime(main_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start runtime: {e}");

@@ -84,6 +84,8 @@ pub struct FileCompression {
 pub struct FileRuntime {
     /// Worker threads; default: one per core.
     pub workers: Option<Spanned<usize>>,
+    /// How the workers share connections: `"work-stealing"` or `"per-worker"`.
+    pub scheduler: Option<SpanStr>,
     /// Unix socket a `--takeover` start takes the listening sockets from.
     pub control_socket: Option<SpanStr>,
 }

@@ -124,6 +124,18 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many requests may wait for a slot per pool; more get 503 at once.
 pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 
+/// `[runtime] scheduler`: how worker threads share the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    /// One runtime whose workers steal each other's tasks (tokio's multi-thread
+    /// scheduler): a busy worker's connections are served by an idle one.
+    WorkStealing,
+    /// A runtime per worker thread, each with its own accept loops, timers and
+    /// upstream keep-alive connections: a connection never changes thread (nginx's
+    /// worker processes, in one process). With one worker both are the same.
+    PerWorker,
+}
+
 /// A validated configuration. Built by [`load`], turned into a
 /// [`Snapshot`](crate::state::Snapshot) for the request path.
 #[derive(Debug, Clone)]
@@ -138,6 +150,8 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// Worker threads of the runtime (applied at start; a reload cannot change it).
     pub workers: usize,
+    /// How the workers share connections (applied at start, like `workers`).
+    pub scheduler: Scheduler,
     /// `[runtime] control_socket`, else `$RUNTIME_DIRECTORY/control.sock` under
     /// systemd: where a `--takeover` start asks this process for its sockets.
     pub control_socket: Option<PathBuf>,

@@ -32,6 +32,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
     let compression = super::web::compression(&mut cx, file.compression.as_ref());
     let admin = settings::admin(&mut cx, &file.admin);
     let workers = settings::workers(&mut cx, &file.runtime);
+    let scheduler = settings::scheduler(&mut cx, &file.runtime);
     let control_socket = settings::control_socket(&file.runtime);
     let reload = settings::reload(&mut cx, &file.reload);
     let resolver = settings::resolver(&mut cx, &file.resolver);
@@ -52,6 +53,7 @@ pub fn validate(path: &Path, src: &str, file: FileConfig) -> Result<Config, Conf
         admin,
         reload,
         workers,
+        scheduler,
         control_socket,
         resolver,
     })

@@ -8,6 +8,7 @@
 //! - `reload.rs`: watch + debounce + swap; the one task that changes the listeners.
 //! - `takeover.rs`: `--takeover`, the listening sockets over a control socket.
 //! - `upgrade.rs`: SIGUSR2, a new binary handed the sockets.
+//! - `workers.rs`: the per-worker scheduler's threads, each with its own runtime.
 //! - `signals.rs`: HUP, USR1, USR2 while running.
 //! - `admin/`: the admin API on its own listener: health, upstream state, metrics,
 //!   reloads and drains.
@@ -22,3 +23,4 @@ pub mod supervisor;
 pub mod takeover;
 pub mod trigger;
 pub mod upgrade;
+pub mod workers;

@@ -16,6 +16,7 @@ use super::listen::Listeners;
 use super::reload::{self, Reloader};
 use super::supervisor::Supervisor;
 use super::trigger::{Reloads, Trigger};
+use super::workers::Workers;
 use super::{signals, takeover};
 use crate::access::AccessLog;
 use crate::config::Config;
@@ -53,7 +54,15 @@ pub async fn run_with_ready(
     // Names resolve before the first request, so a restart or an upgrade serves at once.
     let names = crate::resolve::Table::default();
     let sets = crate::resolve::first_round(&config, &names).await;
-    let running = Running::start(listeners, (&config, sets, names), access, stop, failing);
+    let workers = start_workers(&config)?;
+    let handles = workers.as_ref().map_or_else(Vec::new, Workers::handles);
+    let running = Running::start(
+        (listeners, handles),
+        (&config, sets, names),
+        access,
+        stop,
+        failing,
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready();
     let lame_duck = tokio::select! {
@@ -75,11 +84,23 @@ pub async fn run_with_ready(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     running.join().await;
+    if let Some(w) = workers {
+        let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+    }
     if let Some(w) = writer {
         let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The per-worker scheduler's threads, when configured with more than one worker.
+fn start_workers(config: &Config) -> std::io::Result<Option<Workers>> {
+    if config.scheduler != crate::config::Scheduler::PerWorker || config.workers < 2 {
+        return Ok(None);
+    }
+    tracing::info!(workers = config.workers, "per-worker scheduler");
+    Workers::start(config.workers).map(Some)
 }
 
 /// The first generation's snapshot (of `config` with its names' addresses), and the
@@ -108,9 +129,10 @@ struct Running {
 }
 
 impl Running {
-    /// Start every task; the accept loops serve from here on.
+    /// Start every task; the accept loops serve from here on, on `workers` (the
+    /// per-worker scheduler) if there are any.
     fn start(
-        listeners: Listeners,
+        (listeners, workers): (Listeners, Vec<tokio::runtime::Handle>),
         (config, sets, names): (&Config, crate::resolve::Sets, crate::resolve::Table),
         access: Option<Arc<AccessLog>>,
         stop: watch::Receiver<bool>,
@@ -133,7 +155,7 @@ impl Running {
             cap: Arc::new(crate::conn_cap::ConnectionCap::new(cap)),
         });
         let (reloads, reload_rx) = Reloads::new(&config.path);
-        let mut sup = Supervisor::new(shared.clone());
+        let mut sup = Supervisor::new(shared.clone()).with_workers(workers);
         for l in listeners.proxy {
             sup.start(l);
         }

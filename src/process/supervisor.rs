@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,7 +20,10 @@ use crate::proxy::serve;
 #[derive(Debug)]
 pub struct Supervisor {
     shared: Arc<Shared>,
-    served: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+    /// The per-worker scheduler's runtimes, each with an accept loop per listener;
+    /// empty: the accept loops run on the current runtime.
+    workers: Vec<Handle>,
+    served: HashMap<SocketAddr, (watch::Sender<bool>, Vec<JoinHandle<()>>)>,
     /// A duplicate of each listening socket, to hand to a new process on upgrade.
     fds: HashMap<SocketAddr, OwnedFd>,
 }
@@ -28,9 +32,16 @@ impl Supervisor {
     pub fn new(shared: Arc<Shared>) -> Self {
         Supervisor {
             shared,
+            workers: Vec::new(),
             served: HashMap::new(),
             fds: HashMap::new(),
         }
+    }
+
+    /// Run the accept loops on these runtimes (the per-worker scheduler), one each.
+    pub fn with_workers(mut self, workers: Vec<Handle>) -> Self {
+        self.workers = workers;
+        self
     }
 
     pub fn start(&mut self, l: TcpListener) {
@@ -46,18 +57,53 @@ impl Supervisor {
             }
         }
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve::serve(l, self.shared.clone(), rx));
-        self.served.insert(addr, (tx, task));
+        let tasks = match self.workers.is_empty() {
+            true => vec![tokio::spawn(serve::serve(l, self.shared.clone(), rx))],
+            false => self.start_on_workers(l, &rx),
+        };
+        self.served.insert(addr, (tx, tasks));
+    }
+
+    /// An accept loop on every worker, each on its own copy of the listening socket
+    /// (registered with that worker's runtime); the kernel's accept queue is shared.
+    fn start_on_workers(&self, l: TcpListener, rx: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let std = match l.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot hand the listening socket to the workers");
+                return Vec::new();
+            }
+        };
+        let mut tasks = Vec::new();
+        for h in &self.workers {
+            let copy = match std.try_clone() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot copy the listening socket for a worker");
+                    continue;
+                }
+            };
+            let (shared, rx) = (self.shared.clone(), rx.clone());
+            tasks.push(h.spawn(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(l) => serve::serve(l, shared, rx).await,
+                    Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
+                }
+            }));
+        }
+        tasks
     }
 
     /// Stop accepting on `addr`; its connections drain in the background.
     pub fn stop(&mut self, addr: SocketAddr) {
         self.fds.remove(&addr);
-        if let Some((tx, task)) = self.served.remove(&addr) {
+        if let Some((tx, tasks)) = self.served.remove(&addr) {
             tracing::info!(%addr, "listener removed; draining its connections");
             let _ = tx.send(true);
             tokio::spawn(async move {
-                let _ = task.await;
+                for t in tasks {
+                    let _ = t.await;
+                }
             });
         }
     }
@@ -69,8 +115,10 @@ impl Supervisor {
         for (_, (tx, _)) in &all {
             let _ = tx.send(true);
         }
-        for (_, (_, task)) in all {
-            let _ = task.await;
+        for (_, (_, tasks)) in all {
+            for t in tasks {
+                let _ = t.await;
+            }
         }
     }
 

@@ -124,7 +124,10 @@ pub struct H1Pool {
     addr: SocketAddr,
     /// TLS to the server (the pool's trust roots and server name), if configured.
     tls: Option<UpstreamTls>,
-    idle: Option<Slots<Conn>>,
+    /// Idle connections, a set per worker of the per-worker scheduler (one otherwise),
+    /// so a connection stays with the thread whose runtime drives it; none without
+    /// keep-alive. `keepalive` applies per set, as nginx's applies per worker process.
+    idle: Vec<Slots<Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// The server's own keep-alive timeout in ms, learned from `Keep-Alive: timeout=N`
@@ -153,7 +156,10 @@ impl H1Pool {
         H1Pool {
             addr,
             tls,
-            idle: (keepalive > 0).then(|| Slots::new(keepalive)),
+            idle: match keepalive {
+                0 => Vec::new(),
+                n => (0..crate::worker::count()).map(|_| Slots::new(n)).collect(),
+            },
             connect_timeout,
             idle_timeout,
             announced_ms: AtomicU64::new(0),
@@ -187,18 +193,26 @@ impl H1Pool {
 
     /// Whether this pool was built with these settings (so a reload can keep it).
     pub fn same_settings(&self, keepalive: usize, connect: Duration, idle: Duration) -> bool {
-        self.idle.as_ref().map_or(0, |q| q.capacity()) == keepalive
+        self.idle.first().map_or(0, |q| q.capacity()) == keepalive
             && self.connect_timeout == connect
             && self.idle_timeout == idle
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.as_ref().map_or(0, |q| q.len())
+        self.idle.iter().map(|q| q.len()).sum()
+    }
+
+    /// The idle set of the current worker.
+    fn own_set(&self) -> Option<&Slots<Conn>> {
+        match self.idle.len() {
+            0 => None,
+            n => self.idle.get(crate::worker::current() % n),
+        }
     }
 
     /// A pooled connection ready for a request, dropping expired and closed ones.
     fn checkout(&self) -> Option<Box<Conn>> {
-        let q = self.idle.as_ref()?;
+        let q = self.own_set()?;
         let max_idle = self.max_idle();
         while let Some(mut c) = q.pop() {
             if c.since.elapsed() < max_idle && c.poke() && c.tx.is_ready() {
@@ -209,7 +223,7 @@ impl H1Pool {
     }
 
     fn checkin(&self, mut c: Box<Conn>) {
-        let Some(q) = self.idle.as_ref() else { return };
+        let Some(q) = self.own_set() else { return };
         if c.poke() && c.tx.is_ready() {
             c.since = Instant::now();
             // A full set drops (closes) the extra connection.
@@ -219,9 +233,10 @@ impl H1Pool {
 
     /// Close idle connections that expired or that the server closed.
     pub fn sweep(&self) {
-        let Some(q) = self.idle.as_ref() else { return };
         let max_idle = self.max_idle();
-        q.retain(|c| c.since.elapsed() < max_idle && c.poke());
+        for q in &self.idle {
+            q.retain(|c| c.since.elapsed() < max_idle && c.poke());
+        }
     }
 
     /// A TCP (and, for TLS pools, TLS) connection to the server within the connect timeout.
