@@ -597,6 +597,46 @@ async fn forwarding_rules_on_the_wire_for_every_client_protocol() {
     p.stop().await;
 }
 
+/// A client that sends a whole large body before it reads (as browsers and most HTTP
+/// libraries do) gets the 413, not a reset: the proxy closes its side and reads and drops
+/// the rest of the body (nginx's lingering close) instead of closing with the client's
+/// data unread, which makes the kernel reset the connection and drop the answer. HTTP/1.0
+/// and HTTP/1.1 clients; an HTTP/2 client gets the 413 on its stream (above).
+#[tokio::test]
+async fn a_413_reaches_a_client_that_sends_its_whole_body_first() {
+    let b = WireBackend::spawn().await;
+    let p = Proxy::start(
+        &Config::bare()
+            .listener("{listen}", r#"max_body_size = "1m""#)
+            .pool("p", [b.addr], "")
+            .route("all", "p", ""),
+    )
+    .await;
+    const BODY: usize = 8 << 20;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for version in ["HTTP/1.0", "HTTP/1.1"] {
+        let mut s = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+        let head = format!("POST /up {version}\r\nHost: a\r\nContent-Length: {BODY}\r\n\r\n");
+        let mut req = head.into_bytes();
+        req.resize(req.len() + BODY, b'u');
+        let wrote = tokio::time::timeout(WAIT, s.write_all(&req)).await;
+        assert!(
+            matches!(wrote, Ok(Ok(()))),
+            "{version}: the body was not taken: {wrote:?}"
+        );
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "{version}: {read:?} after {text:?}"
+        );
+        assert!(text.starts_with(&format!("{version} 413")), "{version}: {text}");
+    }
+    assert_eq!(b.connections(), 0, "nothing went upstream");
+    p.stop().await;
+}
+
 /// `max_body_size` (nginx `client_max_body_size`): 413 by length before anything goes
 /// upstream, and while streaming a body of unknown length, when the upstream request
 /// is aborted, never completed with a truncated body. A route may override it.

@@ -297,7 +297,9 @@ impl Rounds {
             // Closed by either side, or failed. A TLS stream gets its close_notify; a
             // plain socket is just closed (its FIN follows the queued response, as a
             // shutdown would send it; nginx does the same), saving a syscall.
-            if self.tls {
+            if io.body_unread() {
+                Box::pin(linger(io.socket())).await;
+            } else if self.tls {
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
             }
             return None;
@@ -307,6 +309,32 @@ impl Rounds {
         Some(io)
     }
 }
+
+/// nginx's lingering close (`lingering_time` 30 s, `lingering_timeout` 5 s): after an
+/// answer that left a request body unread (a 413), the write side closes and whatever
+/// the client still sends is read and dropped until it closes, stays silent for
+/// [`LINGER_IDLE`] or [`LINGER`] has passed. Closing at once would reset the connection
+/// with the client's data unread, and the client could lose the answer to the reset.
+async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let end = tokio::time::Instant::now() + LINGER;
+    loop {
+        let until = end.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// Longest a lingering close reads (nginx's `lingering_time`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a lingering close waits for more (nginx's `lingering_timeout`).
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Poll a connection (`step`) to its end. When `drain` flips, the next step is asked
 /// to shut down gracefully first (`shut`). Returns the result and whether it drained.

@@ -180,6 +180,27 @@ impl<S> Guarded<S> {
         }
     }
 
+    /// Whether the client may still be sending a request body nobody read: the answer
+    /// came first (a 413, a refused head), and closing now could reset the connection
+    /// before the client reads it.
+    pub fn body_unread(&self) -> bool {
+        !self.eof
+            && matches!(
+                self.framer.state,
+                State::Length(_)
+                    | State::ChunkSize
+                    | State::ChunkData(_)
+                    | State::ChunkEnd
+                    | State::Trailers
+                    | State::Refused
+            )
+    }
+
+    /// The connection itself, bypassing the guard (for a lingering close).
+    pub fn socket(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Whether the last round ended because the connection went idle (not closed).
     pub fn parked(&self) -> bool {
         self.parked
