@@ -631,7 +631,10 @@ async fn a_413_reaches_a_client_that_sends_its_whole_body_first() {
             matches!(read, Ok(Ok(_))),
             "{version}: {read:?} after {text:?}"
         );
-        assert!(text.starts_with(&format!("{version} 413")), "{version}: {text}");
+        assert!(
+            text.starts_with(&format!("{version} 413")),
+            "{version}: {text}"
+        );
     }
     assert_eq!(b.connections(), 0, "nothing went upstream");
     p.stop().await;
