@@ -11,7 +11,9 @@
 //! - `admit.rs`: admission: per-server limits, request classes and the pool's queue.
 //! - `budget.rs`: the retry budget.
 //! - `h1.rs`, `slots.rs`, `stream.rs`: the pooled HTTP/1.1 client (connections per server,
-//!   the lock-free idle set, plain or TLS transport).
+//!   the lock-free idle set, a set per worker under the per-worker scheduler, plain or
+//!   TLS transport).
+//! - `send_error.rs`: how a send failed, for the retry rule.
 //! - `request_body.rs`: the request body on its way upstream.
 //! - `target.rs`: the request target and version an upstream gets.
 //! - `stats.rs`: per-server counters and health as the admin API shows them.
