@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioExecutor;
 use support::wire::*;
 use support::*;
 
@@ -18,23 +17,6 @@ fn config(server: std::net::SocketAddr, scheduler: &str) -> Config {
     Config::one_pool([server], r#"read_timeout = "2s""#).toml(&format!(
         "[runtime]\nworkers = 2\nscheduler = \"{scheduler}\"\n"
     ))
-}
-
-/// One HTTP/2 request (prior knowledge) on a new connection; returns the status.
-async fn h2_send(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(tcp);
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(WAIT, tx.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
 }
 
 /// The same requests from HTTP/1.0, HTTP/1.1 and HTTP/2 clients, bodies included,

@@ -32,26 +32,6 @@ async fn h1(proxy: &Proxy, bytes: &[u8]) -> String {
     exchange(proxy.addr(), bytes).await.0
 }
 
-/// One HTTP/2 request (prior knowledge) on a connection to `addr`, whatever the URI's
-/// authority (it becomes `:authority`); returns the status.
-async fn h2_send(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(WAIT, tx.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
-}
-
 fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)

@@ -454,6 +454,24 @@ pub async fn post(url: &str, content_type: &str, body: impl Into<Bytes>) -> Got 
     .await
 }
 
+/// One HTTP/2 request (prior knowledge) on a new connection to `addr`, whatever the
+/// URI's authority (it becomes `:authority`); returns the status.
+pub async fn h2_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> u16 {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(WAIT, tx.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
 /// Write raw bytes, then read until the proxy closes the connection (bounded).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
