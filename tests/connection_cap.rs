@@ -66,6 +66,38 @@ async fn at_the_cap_new_clients_wait_in_the_backlog_and_are_served_when_room_fre
     proxy.stop().await;
 }
 
+/// A client the accept loop took while at the cap, waiting for a place, is served when
+/// the proxy stops meanwhile (a takeover, an upgrade or a shutdown), like the clients
+/// still queued in the kernel: it used to be dropped unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_at_the_cap_is_served_when_the_proxy_stops() {
+    let b = Backend::spawn("b").await;
+    let proxy = Proxy::start(&capped(b.addr)).await;
+    let addr = proxy.addr();
+    let send = |path: &'static str| {
+        tokio::spawn(async move {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            exchange(addr, req.as_bytes()).await.0
+        })
+    };
+    let (one, two) = (send("/slow?ms=800"), send("/slow?ms=800"));
+    eventually("both slow requests hold a connection", || async {
+        admin(&proxy, "/connections").await["at_cap"] == true
+    })
+    .await;
+    let third = send("/x");
+    eventually("the third client waits for a place", || async {
+        let m = get(&proxy.admin_url("/metrics")).await.body;
+        !m.contains("switchyard_client_connections_capped_total 0")
+    })
+    .await;
+    proxy.stop().await;
+    for (name, answer) in [("first", one), ("second", two), ("third", third)] {
+        let got = answer.await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 200"), "{name}: {got:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keepalive_connection_makes_room_and_a_websocket_is_never_cut() {
     let app = WireBackend::scripted(|r| {

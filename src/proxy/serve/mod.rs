@@ -107,16 +107,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             Ok((stream, peer)) => {
                 // At the connection cap this client waits for a place (an idle
                 // connection is asked to make room only now that one is wanted), and
-                // nothing more is accepted: the kernel's backlog holds the rest.
+                // nothing more is accepted: the kernel's backlog holds the rest. A stop
+                // meanwhile does not drop it: it is served and drains like the clients
+                // still queued (below), with a place if one is free.
                 let permit = tokio::select! {
-                    p = shared.cap.admit() => p,
-                    _ = stop.wait_for(|s| *s) => break,
+                    biased;
+                    p = shared.cap.admit() => Some(p),
+                    _ = stop.wait_for(|s| *s) => None,
                 };
+                let stopping = permit.is_none();
                 let live = Live {
                     _drain: live.clone(),
-                    permit: Some(permit),
+                    permit: permit.or_else(|| shared.cap.try_admit()),
                 };
                 accept(stream, peer, local, shared.clone(), drain_rx.clone(), live);
+                if stopping {
+                    break;
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning (the kernel's
