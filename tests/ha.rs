@@ -686,7 +686,10 @@ async fn writes_reuse_keepalive_connections_retired_before_the_server_closes_the
     // The server keeps connections 300 ms; the proxy retires them after 100 ms. Pauses
     // of 150 ms and none alternate, so requests meet both warm and retired connections.
     let (addr, hits, conns) = keepalive_backend(Duration::from_millis(300), None).await;
-    let proxy = Proxy::start(&Config::one_pool([addr], r#"idle_timeout = "100ms""#)).await;
+    // One worker: one idle set (each worker of the per-worker scheduler has its own).
+    let config =
+        Config::one_pool([addr], r#"idle_timeout = "100ms""#).toml("[runtime]\nworkers = 1\n");
+    let proxy = Proxy::start(&config).await;
     for i in 0..30 {
         let got = send_to(&proxy, write_or_read(i)).await;
         assert_eq!(

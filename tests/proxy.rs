@@ -603,7 +603,9 @@ async fn numbered_connections_backend() -> std::net::SocketAddr {
 #[tokio::test]
 async fn idle_upstream_connections_reuse_the_same_few_first() {
     let backend = numbered_connections_backend().await;
-    let p = Proxy::start(&Config::one_pool([backend], "keepalive = 16")).await;
+    // One worker: one idle set (each worker of the per-worker scheduler has its own).
+    let config = Config::one_pool([backend], "keepalive = 16").toml("[runtime]\nworkers = 1\n");
+    let p = Proxy::start(&config).await;
     // Eight requests at once open eight upstream connections, which all go idle.
     let slow = p.url("/slow");
     let burst: Vec<_> = (0..8)

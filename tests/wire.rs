@@ -373,7 +373,10 @@ async fn tls_upstreams_get_the_same_bytes_as_plain_ones() {
         "#,
         dir.join("app.pem").display()
     );
-    let p = Proxy::start(&Config::one_pool([b.addr], "").toml(&tls)).await;
+    // One worker: one idle set (each worker of the per-worker scheduler has its own, and
+    // the two client connections below could go to different workers).
+    let config = Config::one_pool([b.addr], "").toml(&tls);
+    let p = Proxy::start(&config.toml("[runtime]\nworkers = 1\n")).await;
     let got = h1(
         &p,
         b"GET http://erp.test:8000/api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n",

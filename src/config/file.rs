@@ -84,7 +84,7 @@ pub struct FileCompression {
 pub struct FileRuntime {
     /// Worker threads; default: one per core.
     pub workers: Option<Spanned<usize>>,
-    /// How the workers share connections: `"work-stealing"` or `"per-worker"`.
+    /// How the workers share connections: `"per-worker"` (default) or `"work-stealing"`.
     pub scheduler: Option<SpanStr>,
     /// Unix socket a `--takeover` start takes the listening sockets from.
     pub control_socket: Option<SpanStr>,

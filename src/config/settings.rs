@@ -118,17 +118,17 @@ pub(super) fn workers(cx: &mut Check<'_>, r: &FileRuntime) -> usize {
     }
 }
 
-/// `[runtime] scheduler`: `"work-stealing"` (the default) or `"per-worker"`.
+/// `[runtime] scheduler`: `"per-worker"` (the default) or `"work-stealing"`.
 pub(super) fn scheduler(cx: &mut Check<'_>, r: &FileRuntime) -> Scheduler {
     match r.scheduler.as_ref().map(|s| (s, s.get_ref().as_str())) {
-        None | Some((_, "work-stealing")) => Scheduler::WorkStealing,
-        Some((_, "per-worker")) => Scheduler::PerWorker,
+        Some((_, "work-stealing")) => Scheduler::WorkStealing,
+        None | Some((_, "per-worker")) => Scheduler::PerWorker,
         Some((s, other)) => {
             cx.err(
                 s.span(),
                 format!("`scheduler` is \"work-stealing\" or \"per-worker\", not {other:?}"),
             );
-            Scheduler::WorkStealing
+            Scheduler::PerWorker
         }
     }
 }
