@@ -8,6 +8,17 @@ use super::{AccessLogTarget, Config, Listener, PoolConfig};
 use crate::routing::{Action, Route};
 
 impl Config {
+    /// How the process runs its workers (applied at start).
+    fn runtime_line(&self) -> String {
+        let sched = match (self.workers, self.scheduler) {
+            (1, _) => "one thread",
+            (_, super::Scheduler::PerWorker) => "per-worker scheduler",
+            (_, super::Scheduler::WorkStealing) => "work-stealing scheduler",
+        };
+        let n = self.workers;
+        format!("{n} worker{}, {sched}", if n == 1 { "" } else { "s" })
+    }
+
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{}: ok", self.path.display());
@@ -23,6 +34,7 @@ impl Config {
             AccessLogTarget::Stdout => writeln!(s, "access log to stdout"),
             AccessLogTarget::File(p) => writeln!(s, "access log {}", p.display()),
         };
+        let _ = writeln!(s, "{}", self.runtime_line());
         if let Some(c) = &self.control_socket {
             let _ = writeln!(s, "takeover control socket {}", c.display());
         }

@@ -337,3 +337,16 @@ fn names_are_live_servers_unless_they_must_resolve_at_start() {
     let (_, _, msg) = one("\n[pools.bad]\nservers = [{ srv = \"not a name\" }]\n");
     assert!(msg.contains("is not a DNS name"), "{msg}");
 }
+
+#[test]
+fn the_summary_names_the_workers_and_their_scheduler() {
+    let runtime = |extra: &str| {
+        let text =
+            format!("{BASE}\n[[routes]]\nname = \"d\"\npool = \"primary\"\n[runtime]\n{extra}");
+        parse(Path::new("t.toml"), &text).expect("valid").summary()
+    };
+    assert!(runtime("workers = 4\n").contains("\n4 workers, per-worker scheduler\n"));
+    let s = runtime("workers = 2\nscheduler = \"work-stealing\"\n");
+    assert!(s.contains("\n2 workers, work-stealing scheduler\n"), "{s}");
+    assert!(runtime("workers = 1\n").contains("\n1 worker, one thread\n"));
+}
