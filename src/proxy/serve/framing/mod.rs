@@ -12,18 +12,26 @@
 //! hyper once the connection has idled between requests for [`PARK_AFTER`] with
 //! nothing left to flush and no request in flight, which ends hyper's connection
 //! cleanly. Writes pass through, bounded by `send_timeout`.
+//!
+//! - `framer.rs`: the state machine on the raw bytes.
+//! - `timeouts.rs`: what the read timer runs for, timeouts in milliseconds, [`HeadTimeout`].
+//! - `write.rs`: the write side (`send_timeout`, an upgrade's status line).
 
 mod framer;
+mod timeouts;
+mod write;
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 pub use framer::Framer;
 use framer::State;
+pub use timeouts::HeadTimeout;
+use timeouts::{Millis, Wait};
 
 use crate::idle::IdleTimer;
 
@@ -35,46 +43,6 @@ const MIN_IN_PLACE: usize = 1024;
 /// connection state for every request of a busy keep-alive connection.
 pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// What a round's read timer runs for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Nothing,
-    /// Idling between requests: parks the connection after [`PARK_AFTER`].
-    Idle,
-    /// A request head began and waits for the rest: fails after `head_timeout`.
-    Head,
-}
-
-/// A timeout in whole milliseconds (at least 1 when not zero; about 49 days at most,
-/// which never passes in practice).
-#[derive(Debug, Clone, Copy)]
-struct Millis(u32);
-
-impl Millis {
-    fn of(d: std::time::Duration) -> Self {
-        let ms = d.as_micros().div_ceil(1000);
-        Millis(u32::try_from(ms).unwrap_or(u32::MAX))
-    }
-
-    fn get(self) -> std::time::Duration {
-        std::time::Duration::from_millis(u64::from(self.0))
-    }
-}
-
-/// Why a read failed: a request head did not arrive whole within `header_timeout`
-/// (see [`Guarded::with_head_timeout`]; logged as 408, like hyper's own head timeout).
-#[derive(Debug)]
-pub struct HeadTimeout;
-
-impl std::fmt::Display for HeadTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request head not received within header_timeout")
-    }
-}
-
-impl std::error::Error for HeadTimeout {}
-
-/// The client connection with a [`Framer`] on its read side; writes pass through.
 /// How the next stretch of a connection is served (see [`Guarded::next_round`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Round {
@@ -85,6 +53,7 @@ pub enum Round {
     Full,
 }
 
+/// The client connection with a [`Framer`] on its read side; writes pass through.
 #[derive(Debug)]
 pub struct Guarded<S> {
     inner: S,
@@ -440,93 +409,5 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
             buf.set_filled(ok);
         }
         Poll::Ready(Ok(ok > start))
-    }
-}
-
-impl<S> Guarded<S> {
-    /// While an upgrade awaits its answer, look at the status line being written.
-    fn watch<'b>(&mut self, written: impl Iterator<Item = &'b [u8]>) {
-        if self.framer.state != State::Switch {
-            return;
-        }
-        for chunk in written {
-            let take = chunk.len().min(12 - self.status.len());
-            self.status.extend_from_slice(&chunk[..take]);
-            if self.status.len() == 12 {
-                self.framer.answered(&self.status);
-                self.status = Vec::new();
-                if let Some(w) = self.reader.take() {
-                    w.wake();
-                }
-                return;
-            }
-        }
-    }
-
-    /// Note whether a write finished; when a blocked one finishes, poll again so an
-    /// idle connection can park. A write that waits longer than `send_timeout` for the
-    /// client to read fails, which ends the connection (and with it the upstream
-    /// exchange).
-    fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        let blocked = r.is_pending();
-        if self.write_blocked && !blocked && self.park {
-            cx.waker().wake_by_ref();
-        }
-        // A wait begins when a write first blocks; it goes on while writes stay blocked.
-        if !(blocked && self.write_blocked) {
-            self.send_timer.reset();
-        }
-        if blocked && self.send_timer.expired(cx, self.send_timeout.get()) {
-            self.write_blocked = false;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client did not read within send_timeout",
-            )));
-        }
-        self.write_blocked = blocked;
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.watch(std::iter::once(&buf[..n]));
-        }
-        this.track(cx, r)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            let mut left = n;
-            this.watch(bufs.iter().map(|b| {
-                let k = b.len().min(left);
-                left -= k;
-                &b[..k]
-            }));
-        }
-        this.track(cx, r)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_flush(cx);
-        this.track(cx, r)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
