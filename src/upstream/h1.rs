@@ -76,9 +76,14 @@ type Exchanged = (
 );
 
 impl Conn {
-    /// Send `req` and wait for the answer's head until `answer_by`, driving the
+    /// Send `req` and wait for the answer's head until `deadline`, driving the
     /// connection meanwhile. `None` when the deadline passed first.
-    async fn exchange(&mut self, req: Request<RequestBody>) -> Option<Exchanged> {
+    async fn exchange(
+        &mut self,
+        req: Request<RequestBody>,
+        deadline: Instant,
+    ) -> Option<Exchanged> {
+        self.answer_by.set(deadline);
         let Conn {
             tx,
             drive,
@@ -308,9 +313,8 @@ impl H1Pool {
                     Err(_) => return Err(SendError::TimedOut),
                 },
             };
-            conn.answer_by.set(deadline);
             // Timed out: the connection closes (dropped here), its request unanswered.
-            let Some((res, ended)) = conn.exchange(req).await else {
+            let Some((res, ended)) = conn.exchange(req, deadline).await else {
                 return Err(SendError::TimedOut);
             };
             match res {
