@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod access;
+pub mod client_body;
 pub mod config;
 pub mod conn_cap;
 pub mod frappe;

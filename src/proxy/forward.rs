@@ -11,12 +11,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, Version};
 use http_body::Frame;
-use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ use crate::state::{ListenerInfo, Snapshot};
 use crate::upstream::{InFlight, Pool};
 
 /// Serve one request; never fails (errors become responses).
-pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ProxyBody> {
+pub async fn handle(req: Request<ClientBody>, conn: &Conn, shared: &Shared) -> Response<ProxyBody> {
     let opened = Accounting::open(conn, shared, Instant::now());
     let snap = shared.state.load();
     // The listener is looked up once; every stage reads it from the context.
@@ -84,7 +84,7 @@ pub async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Res
 }
 
 /// The access-log record of a request, as much as is known when it arrives.
-fn access_record(req: &Request<Incoming>, conn: &Conn, id: &HeaderValue) -> Box<AccessRecord> {
+fn access_record(req: &Request<ClientBody>, conn: &Conn, id: &HeaderValue) -> Box<AccessRecord> {
     Box::new(AccessRecord {
         method: req.method().clone(),
         target: req.uri().path_and_query().cloned(),
@@ -99,7 +99,7 @@ fn access_record(req: &Request<Incoming>, conn: &Conn, id: &HeaderValue) -> Box<
 fn site_of(
     snap: &Snapshot,
     listener: Option<&ListenerInfo>,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Option<Arc<str>> {
     let pinned = listener.and_then(|l| l.site.as_ref());
     let host = routing::request_host(req.uri(), req.headers());
@@ -198,7 +198,7 @@ fn request_metrics(
 }
 
 async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     cx: &Ctx<'_>,
     meta: &mut Meta,
 ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {
@@ -243,7 +243,7 @@ async fn forward(
 /// What is settled before routing: the target's length, a redirect to https, the
 /// listener's `max_requests_per_host`. `Some` is the answer.
 fn before_routing(
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     cx: &Ctx<'_>,
     meta: &mut Meta,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
@@ -276,7 +276,7 @@ fn routed<'s>(snap: &'s Snapshot, idx: usize, meta: &mut Meta) -> Result<&'s Rou
 /// unknown length is cut off while streaming (`RequestBody::limited`).
 fn refuse_large_body(
     route: &Route,
-    body: &Incoming,
+    body: &ClientBody,
     replay: &VecDeque<Frame<Bytes>>,
     cx: &Ctx<'_>,
 ) -> Result<(), ProxyError> {

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::idle::IdleTimer;
@@ -23,7 +23,7 @@ use crate::idle::IdleTimer;
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("client body read failed")]
-    Client(#[source] hyper::Error),
+    Client(#[source] crate::client_body::ClientBodyError),
     #[error("client sent no body data for too long")]
     ClientTimeout,
     /// The body passed `max_body_size` (the limit, in bytes) while streaming.
@@ -44,7 +44,7 @@ pub enum BodyError {
 #[derive(Debug)]
 pub struct RequestBody {
     replay: VecDeque<Frame<Bytes>>,
-    live: Option<Incoming>,
+    live: Option<ClientBody>,
     idle: Duration,
     timer: IdleTimer,
     bytes: Arc<AtomicU64>,
@@ -62,7 +62,7 @@ pub struct RequestBody {
 #[derive(Debug)]
 pub struct Unsent {
     pub replay: VecDeque<Frame<Bytes>>,
-    pub live: Option<Incoming>,
+    pub live: Option<ClientBody>,
 }
 
 impl Drop for RequestBody {
@@ -80,7 +80,7 @@ impl RequestBody {
     /// `replay` frames (already counted in `bytes`) go first, then `live`.
     pub fn new(
         replay: VecDeque<Frame<Bytes>>,
-        live: Option<Incoming>,
+        live: Option<ClientBody>,
         idle: Duration,
         bytes: Arc<AtomicU64>,
     ) -> Self {

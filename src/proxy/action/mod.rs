@@ -12,10 +12,10 @@ mod confined;
 pub mod files;
 mod mime;
 
+use crate::client_body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, CONTROLS};
 
 use crate::proxy::error::ProxyError;
@@ -144,7 +144,7 @@ fn location(to: &str, expanded: &str, query: Option<&str>) -> String {
 }
 
 /// `redirect_https`: 301 to the same host (without port) and target over https.
-pub(crate) fn redirect_https(req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+pub(crate) fn redirect_https(req: &Request<ClientBody>) -> Result<Response<ProxyBody>, ProxyError> {
     let host = routing::request_host(req.uri(), req.headers())
         .ok_or(ProxyError::BadRequest("no Host to redirect to"))?;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());

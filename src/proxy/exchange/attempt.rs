@@ -78,7 +78,7 @@ impl<'a> Exchange<'a> {
     /// other servers when that is safe.
     pub(crate) async fn run(
         mut self,
-        body: Incoming,
+        body: crate::client_body::ClientBody,
         replay: VecDeque<Frame<Bytes>>,
         meta: &mut Meta,
     ) -> Result<(Response<ProxyBody>, Option<InFlight>), ProxyError> {

@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::retry;
@@ -32,7 +32,7 @@ impl Source {
     /// How the body travels: nothing, kept whole (an `idempotent` request small enough
     /// to re-send), or streamed live.
     pub(crate) async fn open(
-        body: Incoming,
+        body: ClientBody,
         replay: VecDeque<Frame<Bytes>>,
         idempotent: bool,
         retry: &RetryPolicy,
@@ -104,7 +104,7 @@ impl Source {
     }
 }
 
-fn fits(body: &Incoming, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool {
+fn fits(body: &ClientBody, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool {
     let buffered: u64 = replay
         .iter()
         .filter_map(|f| f.data_ref())
@@ -119,7 +119,7 @@ fn fits(body: &Incoming, replay: &VecDeque<Frame<Bytes>>, limit: usize) -> bool 
 
 async fn keep(
     replay: VecDeque<Frame<Bytes>>,
-    mut body: Incoming,
+    mut body: ClientBody,
     idle: Duration,
 ) -> Result<Vec<Frame<Bytes>>, ()> {
     let mut out: Vec<Frame<Bytes>> = replay.into_iter().collect();

@@ -6,11 +6,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::client_body::ClientBody;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::routing::BodyParams;
 
@@ -23,7 +23,7 @@ pub enum BodyKind {
 }
 
 /// The parameter-carrying kind of a request body, if it has one and is non-empty.
-pub fn body_kind(headers: &HeaderMap, body: &Incoming) -> Option<BodyKind> {
+pub fn body_kind(headers: &HeaderMap, body: &ClientBody) -> Option<BodyKind> {
     if body.is_end_stream() {
         return None;
     }
@@ -54,11 +54,11 @@ pub struct Look {
 
 /// Read up to `limit` bytes of `body` within `wait` and parse them as `kind`.
 pub async fn look(
-    body: &mut Incoming,
+    body: &mut ClientBody,
     kind: &BodyKind,
     limit: usize,
     wait: Duration,
-) -> Result<Look, hyper::Error> {
+) -> Result<Look, crate::client_body::ClientBodyError> {
     let mut out = Look {
         frames: VecDeque::new(),
         bytes: 0,

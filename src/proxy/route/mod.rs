@@ -10,10 +10,10 @@ mod body_params;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use http::request::Parts;
 use http_body::Frame;
-use hyper::body::Incoming;
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::request::Ctx;
@@ -23,7 +23,7 @@ use crate::routing::{self, BodyState, Decision, RequestView};
 pub(crate) async fn route(
     parts: &Parts,
     path: &str,
-    body: &mut Incoming,
+    body: &mut ClientBody,
     cx: &Ctx<'_>,
 ) -> Result<(usize, VecDeque<Frame<Bytes>>), ProxyError> {
     let snap = cx.snap;

@@ -133,7 +133,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let span = tracing::enabled!(tracing::Level::DEBUG).then(
             || tracing::debug_span!("request", method = %req.method(), path = %req.uri().path()),
         );
-        let fut = async move { Ok::<_, Infallible>(forward::handle(req, &conn, &shared).await) };
+        let fut = async move {
+            Ok::<_, Infallible>(forward::handle(req.map(Into::into), &conn, &shared).await)
+        };
         // Boxed per request: hyper keeps a slot the size of the service future for every
         // connection and moves the future into it. A box makes that slot one pointer,
         // and the request's state is freed as soon as its response is sent.
