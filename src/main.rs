@@ -275,13 +275,14 @@ fn serve(
         tracing::info!(descriptors = now, "descriptor limit");
     }
     let mut taken = args.takeover.then(|| take_over(&config)).flatten();
-    let sockets = taken
+    let (sockets, udp) = taken
         .as_mut()
-        .map(|t| std::mem::take(&mut t.sockets))
+        .map(|t| (std::mem::take(&mut t.sockets), std::mem::take(&mut t.udp)))
         .unwrap_or_default();
     rt.block_on(async {
         let mut listeners = switchyard::bind_taking(&config, sockets).await?;
         listeners.took_over = taken.is_some();
+        listeners.udp.extend(udp);
         let ready = move || {
             if let Some(t) = taken {
                 std::thread::spawn(move || t.ready());

@@ -37,6 +37,10 @@ pub struct ListenerInfo {
     pub site: Option<Arc<str>>,
     /// `max_requests_per_host`'s counters.
     pub host_limit: Option<Arc<HostLimit>>,
+    /// HTTP/3 on this listener's port (`http3 = true`), and the `Alt-Svc` value that
+    /// advertises it on HTTP/1.1 and HTTP/2 responses.
+    pub http3: Option<crate::config::Http3>,
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl ListenerInfo {
@@ -53,8 +57,16 @@ impl ListenerInfo {
             response_headers_always: l.response_headers_always,
             site: l.site.clone(),
             host_limit: l.max_requests_per_host.map(HostLimit::new),
+            alt_svc: l.http3.as_ref().map(|h| alt_svc(l.addr.port(), h)),
+            http3: l.http3.clone(),
         }
     }
+}
+
+/// `h3=":PORT"; ma=SECONDS`: HTTP/3 is served on this port too.
+fn alt_svc(port: u16, h: &crate::config::Http3) -> http::HeaderValue {
+    let v = format!("h3=\":{port}\"; ma={}", h.alt_svc_max_age.as_secs());
+    http::HeaderValue::try_from(v).expect("invariant: digits and ASCII form a header value")
 }
 
 /// Server counters keyed by (pool, address), so they outlive any one snapshot.

@@ -177,6 +177,36 @@ pub fn server_config(pairs: &[(PathBuf, PathBuf)]) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
+/// The QUIC server config of an `http3` listener: the listener's certificates and
+/// SNI (the same resolver), ALPN `h3`, early data only if `early_data` (0-RTT), and
+/// the transport limits: `max_streams` request streams at once, closed after `idle`.
+/// quinn enforces RFC 9000's amplification limit (three times the bytes received
+/// from an address not yet validated) on every connection.
+pub fn quic_server_config(
+    base: &ServerConfig,
+    early_data: bool,
+    max_streams: u32,
+    idle: std::time::Duration,
+) -> Result<Arc<quinn::ServerConfig>, String> {
+    let mut tls = base.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // quinn takes 0 or u32::MAX: early data is bounded by QUIC's flow control instead.
+    tls.max_early_data_size = if early_data { u32::MAX } else { 0 };
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
+        .map_err(|e| format!("cannot serve QUIC with this TLS config: {e}"))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(max_streams.into())
+        // The client's control and QPACK streams, and a few more (grease).
+        .max_concurrent_uni_streams(16u32.into())
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(idle).map_err(|e| format!("idle timeout: {e}"))?,
+        ));
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport));
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,6 +139,18 @@ pub struct FileListener {
     pub max_requests_per_host: Option<u32>,
     /// Bind an address the host does not have yet (IP_FREEBIND; a keepalived VIP).
     pub freebind: Option<bool>,
+    /// Also serve HTTP/3 (QUIC) on the same port over UDP; needs `tls`.
+    pub http3: Option<Spanned<bool>>,
+    /// `ma` of the `Alt-Svc` header that advertises HTTP/3 (default 24h).
+    pub http3_alt_svc_max_age: Option<SpanStr>,
+    /// Accept 0-RTT early data (safe methods only; others get 425). Default false.
+    pub http3_early_data: Option<bool>,
+    /// Address validation with a Retry packet: "auto" (under a handshake flood) or "always".
+    pub http3_retry: Option<SpanStr>,
+    /// Concurrent request streams per QUIC connection (default 128).
+    pub http3_max_streams: Option<Spanned<u32>>,
+    /// Close a QUIC connection idle this long (default 60s).
+    pub http3_idle_timeout: Option<SpanStr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,7 @@ fn listener(cx: &mut Check<'_>, l: &FileListener, earlier: &[Listener]) -> Optio
         );
     }
     let (tls, tls_files) = tls(cx, l);
+    let http3 = super::http3::http3(cx, l, tls.as_ref());
     Some(Listener {
         name: name(cx, l, addr, earlier),
         addr,
@@ -53,6 +54,7 @@ fn listener(cx: &mut Check<'_>, l: &FileListener, earlier: &[Listener]) -> Optio
         site: super::web::pinned_site(cx, &l.site),
         max_requests_per_host: l.max_requests_per_host.filter(|n| *n > 0),
         freebind: l.freebind.unwrap_or(false),
+        http3,
     })
 }
 

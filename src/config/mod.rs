@@ -19,6 +19,7 @@ mod classes;
 mod error;
 mod file;
 mod health;
+mod http3;
 mod listeners;
 mod pages;
 mod pools;
@@ -39,6 +40,7 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{AccessFormat, Balance};
+pub use http3::{Http3, QuicRetry};
 pub use web::{CompressionSettings, DEFAULT_TYPES};
 
 use crate::routing::{ErrorPage, Route};
@@ -207,6 +209,8 @@ pub struct Listener {
     pub max_requests_per_host: Option<u32>,
     /// IP_FREEBIND: bind a virtual IP before it arrives on this host.
     pub freebind: bool,
+    /// HTTP/3 on the same port over UDP (`http3 = true`).
+    pub http3: Option<Http3>,
 }
 
 /// Client-facing limits; see the `DEFAULT_*` constants.

@@ -150,5 +150,19 @@ fn listener(l: &Listener) -> String {
     if l.freebind {
         line.push_str(", freebind");
     }
+    if let Some(h) = &l.http3 {
+        let _ = write!(
+            line,
+            ", HTTP/3 on udp {} (Alt-Svc ma={}s, 0-RTT {}, retry {}, {} streams)",
+            l.addr,
+            h.alt_svc_max_age.as_secs(),
+            if h.early_data { "on" } else { "off" },
+            match h.retry {
+                super::QuicRetry::Auto => "auto",
+                super::QuicRetry::Always => "always",
+            },
+            h.max_streams
+        );
+    }
     line
 }

@@ -8,7 +8,7 @@
 //! a connection costs no `setsockopt` of its own there.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -42,20 +42,109 @@ pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// Listening TCP sockets passed in by `LISTEN_FDS` (systemd or an upgrade handover).
-pub fn inherited() -> Vec<std::net::TcpListener> {
+/// Sockets passed in by `LISTEN_FDS` (systemd or an upgrade handover): listening TCP
+/// sockets, and the UDP sockets of HTTP/3 listeners.
+pub fn inherited() -> (Vec<std::net::TcpListener>, Vec<UdpSocket>) {
     let mut fds = listenfd::ListenFd::from_env();
-    let mut out = Vec::new();
+    let (mut tcp, mut udp) = (Vec::new(), Vec::new());
     for i in 0..fds.len() {
         match fds.take_tcp_listener(i) {
-            Ok(Some(l)) => out.push(l),
+            Ok(Some(l)) => tcp.push(l),
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(fd = i, error = %e, "inherited fd is not a TCP listener; ignored")
-            }
+            Err(_) => match fds.take_udp_socket(i) {
+                Ok(Some(u)) => udp.push(u),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(fd = i, error = %e, "inherited fd is neither a TCP listener nor a UDP socket; ignored")
+                }
+            },
         }
     }
-    out
+    (tcp, udp)
+}
+
+/// What QUIC wants of a UDP socket's buffers (quic-go and nginx ask for about this):
+/// smaller ones drop packets under load.
+const UDP_BUFFER: usize = 2 << 20;
+
+/// Bind the UDP socket of an HTTP/3 listener. No SO_REUSEADDR: on Linux two UDP
+/// sockets with it may share a port, and a second process must fail instead.
+pub fn bind_udp(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(target_os = "linux")]
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = freebind;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.bind(&addr.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on udp {addr} (HTTP/3): {e}"),
+        )
+    })?;
+    Ok(sock.into())
+}
+
+/// Warn when the kernel gave a UDP socket smaller buffers than QUIC wants (the
+/// `net.core.rmem_max` and `wmem_max` sysctls cap what a socket may ask for).
+pub fn warn_small_udp_buffers(s: &UdpSocket, addr: SocketAddr) {
+    let s = socket2::SockRef::from(s);
+    // Linux reports twice what was granted (the other half is its bookkeeping).
+    let (recv, send) = (
+        s.recv_buffer_size().unwrap_or(0) / 2,
+        s.send_buffer_size().unwrap_or(0) / 2,
+    );
+    if recv < UDP_BUFFER || send < UDP_BUFFER {
+        tracing::warn!(
+            %addr,
+            recv_kib = recv / 1024,
+            send_kib = send / 1024,
+            want_kib = UDP_BUFFER / 1024,
+            "UDP buffers are smaller than QUIC wants; packets may drop under load: raise them with sysctl -w net.core.rmem_max=2500000 net.core.wmem_max=2500000"
+        );
+    }
+}
+
+/// The UDP socket of every `http3` listener, on the port its TCP socket has (`tcp`,
+/// the listening sockets in config order): inherited if one matches, else bound now.
+pub fn quic_sockets(
+    config: &crate::config::Config,
+    tcp: &[TcpListener],
+    inherited: &mut Vec<UdpSocket>,
+) -> io::Result<Vec<UdpSocket>> {
+    let mut out = Vec::new();
+    for (l, t) in config.listeners.iter().zip(tcp) {
+        if l.http3.is_none() {
+            continue;
+        }
+        let addr = t.local_addr()?;
+        let udp = match inherited
+            .iter()
+            .position(|u| u.local_addr().ok() == Some(addr))
+        {
+            Some(i) => inherited.swap_remove(i),
+            None => bind_udp(addr, l.freebind)?,
+        };
+        warn_small_udp_buffers(&udp, addr);
+        out.push(udp);
+    }
+    for u in inherited.drain(..) {
+        let addr = u
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::warn!(%addr, "inherited UDP socket matches no HTTP/3 listener in the config; closed");
+    }
+    Ok(out)
 }
 
 /// Take the inherited socket bound to `addr`, or bind a new one.
@@ -85,6 +174,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// Taken from a running process (`--takeover`): its control socket path is ours now.
     pub took_over: bool,
+    /// Inherited or taken UDP sockets, for the HTTP/3 listeners (see [`quic_sockets`]).
+    pub udp: Vec<UdpSocket>,
 }
 
 /// Bind every listener of `config`, and the admin API if enabled, taking inherited
@@ -99,7 +190,7 @@ pub async fn bind_taking(
     config: &crate::config::Config,
     taken: Vec<std::net::TcpListener>,
 ) -> std::io::Result<Listeners> {
-    let mut inherited = inherited();
+    let (mut inherited, udp) = inherited();
     inherited.extend(taken);
     let mut proxy = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
@@ -119,6 +210,7 @@ pub async fn bind_taking(
         proxy,
         admin,
         took_over: false,
+        udp,
     })
 }
 

@@ -160,6 +160,23 @@ async fn reload(path: &Path, sup: &mut Supervisor, events: &Events) -> Outcome {
                 .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?,
         );
     }
+    let mut fresh_quic = Vec::new();
+    for l in cfg
+        .listeners
+        .iter()
+        .filter(|l| l.http3.is_some() && !sup.serves_quic(l.addr))
+    {
+        let u = super::listen::bind_udp(l.addr, l.freebind)
+            .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?;
+        super::listen::warn_small_udp_buffers(&u, l.addr);
+        fresh_quic.push(u);
+    }
+    let quic_wanted: Vec<SocketAddr> = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.http3.is_some())
+        .map(|l| l.addr)
+        .collect();
     let settings = cfg.reload.clone();
     let files = watched(&cfg);
     let (tx, rx) = oneshot::channel();
@@ -183,6 +200,16 @@ async fn reload(path: &Path, sup: &mut Supervisor, events: &Events) -> Outcome {
         .collect();
     for a in gone {
         sup.stop(a);
+    }
+    for u in fresh_quic {
+        sup.start_quic(u);
+    }
+    for a in sup
+        .quic_addrs()
+        .into_iter()
+        .filter(|a| !quic_wanted.contains(a))
+    {
+        sup.stop_quic(a);
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     Ok((generation, settings, files))

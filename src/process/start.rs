@@ -3,6 +3,7 @@
 //! then on shutdown the lame duck period, the drain and the tasks joined in order.
 
 use std::future::Future;
+use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +57,10 @@ pub async fn run_with_ready(
     let sets = crate::resolve::first_round(&config, &names).await;
     let workers = start_workers(&config)?;
     let handles = workers.as_ref().map_or_else(Vec::new, Workers::handles);
+    let mut listeners = listeners;
+    let udp = super::listen::quic_sockets(&config, &listeners.proxy, &mut listeners.udp)?;
     let running = Running::start(
-        (listeners, handles),
+        (listeners, handles, udp),
         (&config, sets, names),
         access,
         stop,
@@ -132,7 +135,7 @@ impl Running {
     /// Start every task; the accept loops serve from here on, on `workers` (the
     /// per-worker scheduler) if there are any.
     fn start(
-        (listeners, workers): (Listeners, Vec<tokio::runtime::Handle>),
+        (listeners, workers, udp): (Listeners, Vec<tokio::runtime::Handle>, Vec<UdpSocket>),
         (config, sets, names): (&Config, crate::resolve::Sets, crate::resolve::Table),
         access: Option<Arc<AccessLog>>,
         stop: watch::Receiver<bool>,
@@ -158,6 +161,9 @@ impl Running {
         let mut sup = Supervisor::new(shared.clone()).with_workers(workers);
         for l in listeners.proxy {
             sup.start(l);
+        }
+        for u in udp {
+            sup.start_quic(u);
         }
         let signals = signals::spawn(reloads.clone(), shared.access.clone(), stop.clone());
         let extra_fds = copies(listeners.admin.as_ref());

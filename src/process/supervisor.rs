@@ -26,6 +26,10 @@ pub struct Supervisor {
     served: HashMap<SocketAddr, (watch::Sender<bool>, Vec<JoinHandle<()>>)>,
     /// A duplicate of each listening socket, to hand to a new process on upgrade.
     fds: HashMap<SocketAddr, OwnedFd>,
+    /// The HTTP/3 endpoints, by the address they share with their TCP listener, and a
+    /// duplicate of each UDP socket for a new process.
+    quic: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+    quic_fds: HashMap<SocketAddr, OwnedFd>,
 }
 
 impl Supervisor {
@@ -35,6 +39,8 @@ impl Supervisor {
             workers: Vec::new(),
             served: HashMap::new(),
             fds: HashMap::new(),
+            quic: HashMap::new(),
+            quic_fds: HashMap::new(),
         }
     }
 
@@ -94,8 +100,43 @@ impl Supervisor {
         tasks
     }
 
+    /// Serve HTTP/3 on `socket` (on the main runtime: one endpoint per address).
+    pub fn start_quic(&mut self, socket: std::net::UdpSocket) {
+        let Ok(addr) = socket.local_addr() else {
+            return;
+        };
+        use std::os::fd::AsFd;
+        if let Ok(fd) = socket.as_fd().try_clone_to_owned() {
+            self.quic_fds.insert(addr, fd);
+        }
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve::h3::serve(socket, self.shared.clone(), rx));
+        self.quic.insert(addr, (tx, task));
+    }
+
+    /// Whether HTTP/3 is served on `addr`.
+    pub fn serves_quic(&self, addr: SocketAddr) -> bool {
+        self.quic.contains_key(&addr)
+    }
+
+    /// Every address HTTP/3 is served on.
+    pub fn quic_addrs(&self) -> Vec<SocketAddr> {
+        self.quic.keys().copied().collect()
+    }
+
+    /// Stop serving HTTP/3 on `addr`; its connections drain in the background.
+    pub fn stop_quic(&mut self, addr: SocketAddr) {
+        self.quic_fds.remove(&addr);
+        if let Some((tx, task)) = self.quic.remove(&addr) {
+            tracing::info!(%addr, "HTTP/3 stopped; draining its connections");
+            let _ = tx.send(true);
+            tokio::spawn(task);
+        }
+    }
+
     /// Stop accepting on `addr`; its connections drain in the background.
     pub fn stop(&mut self, addr: SocketAddr) {
+        self.stop_quic(addr);
         self.fds.remove(&addr);
         if let Some((tx, tasks)) = self.served.remove(&addr) {
             tracing::info!(%addr, "listener removed; draining its connections");
@@ -111,9 +152,17 @@ impl Supervisor {
     /// Stop every accept loop and wait for their connections to drain.
     pub async fn shutdown(mut self) {
         self.fds.clear();
+        self.quic_fds.clear();
+        let quic: Vec<_> = self.quic.drain().collect();
+        for (_, (tx, _)) in &quic {
+            let _ = tx.send(true);
+        }
         let all: Vec<_> = self.served.drain().collect();
         for (_, (tx, _)) in &all {
             let _ = tx.send(true);
+        }
+        for (_, (_, task)) in quic {
+            let _ = task.await;
         }
         for (_, (_, tasks)) in all {
             for t in tasks {
@@ -141,6 +190,7 @@ impl Supervisor {
     pub fn handover_fds(&self, extra: &[OwnedFd]) -> Vec<OwnedFd> {
         self.fds
             .values()
+            .chain(self.quic_fds.values())
             .chain(extra)
             .filter_map(|fd| fd.try_clone().ok())
             .collect()

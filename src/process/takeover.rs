@@ -35,6 +35,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Taken {
     pub sockets: Vec<TcpListener>,
+    /// The UDP sockets of HTTP/3 listeners.
+    pub udp: Vec<std::net::UdpSocket>,
     stream: UnixStream,
 }
 
@@ -72,8 +74,18 @@ pub fn request(path: &Path) -> Result<Taken, String> {
             String::from_utf8_lossy(&line[..got.bytes])
         ));
     }
-    let sockets = fds.into_iter().map(TcpListener::from).collect();
-    Ok(Taken { sockets, stream })
+    let (mut sockets, mut udp) = (Vec::new(), Vec::new());
+    for fd in fds {
+        match rustix::net::sockopt::socket_type(&fd) {
+            Ok(rustix::net::SocketType::DGRAM) => udp.push(std::net::UdpSocket::from(fd)),
+            _ => sockets.push(TcpListener::from(fd)),
+        }
+    }
+    Ok(Taken {
+        sockets,
+        udp,
+        stream,
+    })
 }
 
 impl Taken {

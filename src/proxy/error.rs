@@ -42,6 +42,10 @@ pub enum ProxyError {
     UriTooLong,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// An unsafe method in 0-RTT early data (RFC 8470): the client sends it again
+    /// once the handshake is complete.
+    #[error("request sent in early data; send it again after the handshake")]
+    TooEarly,
     #[error("client request body was malformed or cut off")]
     ClientBody,
     #[error("client sent its request body too slowly")]
@@ -69,6 +73,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed
             | ProxyError::UriTooLong
             | ProxyError::BadRequest(_)
+            | ProxyError::TooEarly
             | ProxyError::ClientBody
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Blame::Client,
@@ -162,6 +167,7 @@ impl From<&ProxyError> for StatusCode {
             | ProxyError::Limited { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooEarly => StatusCode::TOO_EARLY,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody => StatusCode::BAD_REQUEST,

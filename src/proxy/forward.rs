@@ -26,7 +26,7 @@ use crate::proxy::action::{self, accel};
 use crate::proxy::error::ProxyError;
 use crate::proxy::exchange::{attempt, tunnel, upstream_request};
 use crate::proxy::request::{
-    Conn, Ctx, Meta, Shared, X_REQUEST_ID, max_body, request_id, route_of,
+    Conn, Ctx, EarlyData, Meta, Shared, X_REQUEST_ID, max_body, request_id, route_of,
 };
 use crate::proxy::respond::body::{Busy, Finish, ProxyBody};
 use crate::proxy::respond::{compress, error_response, filters};
@@ -250,6 +250,9 @@ fn before_routing(
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > cx.snap.server.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
+    }
+    if req.extensions().get::<EarlyData>().is_some() && !req.method().is_safe() {
+        return Err(ProxyError::TooEarly);
     }
     if cx.listener.is_some_and(|l| l.redirect_https) && cx.conn.scheme == "http" {
         return action::redirect_https(req).map(Some);

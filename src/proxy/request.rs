@@ -20,6 +20,11 @@ use crate::state::{ListenerInfo, SharedState, Snapshot};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A request extension: the request came as 0-RTT early data (HTTP/3), which an
+/// attacker can replay, so only safe methods are served (RFC 8470; others get 425).
+#[derive(Debug, Clone, Copy)]
+pub struct EarlyData;
+
 /// Process-wide handles every request needs.
 #[derive(Debug)]
 pub struct Shared {

@@ -360,6 +360,7 @@ impl Proxy {
             proxy: listeners,
             admin,
             took_over: false,
+            udp: Vec::new(),
         };
         let shutdown = async move {
             let _ = stopped.await;
@@ -632,6 +633,7 @@ pub mod bench;
 pub mod config;
 pub mod dns;
 pub mod engineio;
+pub mod h3client;
 pub mod tlsclient;
 pub mod wire;
 pub mod workers;

@@ -5,7 +5,8 @@
 //!   then the listener's); an upstream's own errors never come here.
 //! - [`add_headers`]: the route's, then the listener's `add_response_headers`, on every
 //!   status by default (`response_headers_always`, as frappe_docker chose), or only on
-//!   the statuses nginx's `add_header` uses without `always`.
+//!   the statuses nginx's `add_header` uses without `always`; and `Alt-Svc` on a
+//!   listener that also serves HTTP/3 (unless the response has its own).
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -64,5 +65,10 @@ pub(crate) fn add_headers(
     }
     if let Some(l) = listener {
         add(resp, l.response_headers_always, &l.add_response_headers);
+        if let Some(v) = &l.alt_svc
+            && !resp.headers().contains_key(header::ALT_SVC)
+        {
+            resp.headers_mut().insert(header::ALT_SVC, v.clone());
+        }
     }
 }

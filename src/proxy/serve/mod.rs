@@ -5,9 +5,11 @@
 //! - `conn.rs`: one connection in rounds, parked between requests.
 //! - `framing/`: the framing guard under hyper, on the raw bytes.
 //! - `refused.rs`: access-log lines for requests hyper refuses itself (400/408/414/431).
+//! - `h3/`: HTTP/3 over QUIC on a TLS listener's port (`http3 = true`).
 
 mod conn;
 pub mod framing;
+pub mod h3;
 mod refused;
 
 use std::net::SocketAddr;
