@@ -382,3 +382,33 @@ async fn a_renewed_certificate_is_served_to_new_quic_connections() {
     old_conn.close().await;
     p.stop().await;
 }
+
+#[test]
+fn check_shows_http3_on_the_listener_and_names_a_bad_value() {
+    let d = dir("check");
+    cert(&d, "erp", &["erp.test"]);
+    let text = |extra: &str| {
+        format!(
+            "[[listeners]]\naddr = \"127.0.0.1:8443\"\nhttp3 = true\n{extra}\n[[listeners.tls]]\ncert = \"{0}/erp.pem\"\nkey = \"{0}/erp.key\"\n\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"all\"\npool = \"p\"\n",
+            d.display()
+        )
+    };
+    let c = switchyard::config::parse(std::path::Path::new("h3.toml"), &text("")).expect("valid");
+    let s = c.summary();
+    assert!(
+        s.contains(
+            "HTTP/3 on udp 127.0.0.1:8443 (Alt-Svc ma=86400s, 0-RTT off, retry auto, 128 streams)"
+        ),
+        "{s}"
+    );
+    let e = switchyard::config::parse(
+        std::path::Path::new("h3.toml"),
+        &text("http3_retry = \"sometimes\""),
+    )
+    .expect_err("a bad retry value")
+    .to_string();
+    assert!(
+        e.contains("h3.toml:4:15") && e.contains("\"auto\", \"always\""),
+        "{e}"
+    );
+}
