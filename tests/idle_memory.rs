@@ -175,13 +175,20 @@ async fn start() -> Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn an_idle_connection_holds_little_memory() {
     let proxy = start().await;
-    let h1 = idle_bytes(
-        &proxy,
-        b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
-        h1_done,
-        true,
-    )
-    .await;
+    // The smaller of two rounds: a round that happens to grow one of tokio's slabs or
+    // the allocator's pools counts that page too (seen: 1,306 to 1,583 bytes on the
+    // same build); a regression raises both rounds.
+    let mut h1 = f64::MAX;
+    for _ in 0..2 {
+        let got = idle_bytes(
+            &proxy,
+            b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            h1_done,
+            true,
+        )
+        .await;
+        h1 = h1.min(got);
+    }
     let h2 = idle_bytes(&proxy, h2_request(), h2_done, false).await;
     eprintln!("heap bytes per idle connection: HTTP/1.1 {h1:.0}, HTTP/2 {h2:.0}");
     assert!(
