@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -42,25 +43,74 @@ pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// Sockets passed in by `LISTEN_FDS` (systemd or an upgrade handover): listening TCP
-/// sockets, and the UDP sockets of HTTP/3 listeners.
-pub fn inherited() -> (Vec<std::net::TcpListener>, Vec<UdpSocket>) {
-    let mut fds = listenfd::ListenFd::from_env();
-    let (mut tcp, mut udp) = (Vec::new(), Vec::new());
-    for i in 0..fds.len() {
-        match fds.take_tcp_listener(i) {
-            Ok(Some(l)) => tcp.push(l),
-            Ok(None) => {}
-            Err(_) => match fds.take_udp_socket(i) {
-                Ok(Some(u)) => udp.push(u),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(fd = i, error = %e, "inherited fd is neither a TCP listener nor a UDP socket; ignored")
-                }
-            },
+/// The UDP socket of an HTTP/3 listener, and the channel to the process that handed
+/// it over, if one did (see `proxy::serve::h3::steer`).
+#[derive(Debug)]
+pub struct QuicSocket {
+    pub udp: UdpSocket,
+    pub older: Option<UnixDatagram>,
+}
+
+/// Sockets handed over, in order: listening TCP sockets, and the UDP sockets of HTTP/3
+/// listeners, each followed by the channel to the process that handed it over.
+#[derive(Debug, Default)]
+pub struct Handed {
+    pub tcp: Vec<std::net::TcpListener>,
+    pub quic: Vec<QuicSocket>,
+}
+
+impl Handed {
+    fn tcp(&mut self, l: std::net::TcpListener) {
+        self.tcp.push(l);
+    }
+
+    fn udp(&mut self, udp: UdpSocket) {
+        self.quic.push(QuicSocket { udp, older: None });
+    }
+
+    /// A channel belongs to the UDP socket before it.
+    fn channel(&mut self, c: UnixDatagram) {
+        match self.quic.last_mut() {
+            Some(q) if q.older.is_none() => q.older = Some(c),
+            _ => tracing::warn!("a handed-over channel follows no UDP socket; ignored"),
         }
     }
-    (tcp, udp)
+
+    /// Sort descriptors received over the control socket (`--takeover`).
+    pub fn sort(fds: Vec<std::os::fd::OwnedFd>) -> Handed {
+        use rustix::net::{AddressFamily, SocketType, sockopt};
+        let mut out = Handed::default();
+        for fd in fds {
+            let kind = (sockopt::socket_domain(&fd), sockopt::socket_type(&fd));
+            match kind {
+                (Ok(AddressFamily::UNIX), Ok(SocketType::DGRAM)) => out.channel(fd.into()),
+                (Ok(_), Ok(SocketType::DGRAM)) => out.udp(fd.into()),
+                _ => out.tcp(fd.into()),
+            }
+        }
+        out
+    }
+}
+
+/// Sockets passed in by `LISTEN_FDS` (systemd or an upgrade handover), sorted.
+pub fn inherited() -> Handed {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = Handed::default();
+    for i in 0..fds.len() {
+        if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+            out.tcp(l);
+        } else if let Ok(Some(u)) = fds.take_udp_socket(i) {
+            out.udp(u);
+        } else if let Ok(Some(c)) = fds.take_unix_datagram(i) {
+            out.channel(c);
+        } else {
+            tracing::warn!(
+                fd = i,
+                "inherited fd is no socket switchyard serves on; ignored"
+            );
+        }
+    }
+    out
 }
 
 /// What QUIC wants of a UDP socket's buffers (quic-go and nginx ask for about this):
@@ -120,26 +170,30 @@ pub fn warn_small_udp_buffers(s: &UdpSocket, addr: SocketAddr) {
 pub fn quic_sockets(
     config: &crate::config::Config,
     tcp: &[TcpListener],
-    inherited: &mut Vec<UdpSocket>,
-) -> io::Result<Vec<UdpSocket>> {
+    inherited: &mut Vec<QuicSocket>,
+) -> io::Result<Vec<QuicSocket>> {
     let mut out = Vec::new();
     for (l, t) in config.listeners.iter().zip(tcp) {
         if l.http3.is_none() {
             continue;
         }
         let addr = t.local_addr()?;
-        let udp = match inherited
+        let q = match inherited
             .iter()
-            .position(|u| u.local_addr().ok() == Some(addr))
+            .position(|q| q.udp.local_addr().ok() == Some(addr))
         {
             Some(i) => inherited.swap_remove(i),
-            None => bind_udp(addr, l.freebind)?,
+            None => QuicSocket {
+                udp: bind_udp(addr, l.freebind)?,
+                older: None,
+            },
         };
-        warn_small_udp_buffers(&udp, addr);
-        out.push(udp);
+        warn_small_udp_buffers(&q.udp, addr);
+        out.push(q);
     }
-    for u in inherited.drain(..) {
-        let addr = u
+    for q in inherited.drain(..) {
+        let addr = q
+            .udp
             .local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string());
         tracing::warn!(%addr, "inherited UDP socket matches no HTTP/3 listener in the config; closed");
@@ -175,7 +229,7 @@ pub struct Listeners {
     /// Taken from a running process (`--takeover`): its control socket path is ours now.
     pub took_over: bool,
     /// Inherited or taken UDP sockets, for the HTTP/3 listeners (see [`quic_sockets`]).
-    pub udp: Vec<UdpSocket>,
+    pub udp: Vec<QuicSocket>,
 }
 
 /// Bind every listener of `config`, and the admin API if enabled, taking inherited
@@ -190,7 +244,10 @@ pub async fn bind_taking(
     config: &crate::config::Config,
     taken: Vec<std::net::TcpListener>,
 ) -> std::io::Result<Listeners> {
-    let (mut inherited, udp) = inherited();
+    let Handed {
+        tcp: mut inherited,
+        quic: udp,
+    } = inherited();
     inherited.extend(taken);
     let mut proxy = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {

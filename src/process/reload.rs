@@ -98,6 +98,7 @@ impl Reloader {
         match super::upgrade::handover(fds).await {
             Ok(pid) => {
                 tracing::info!(pid, "upgrade: new process is ready; draining and exiting");
+                self.sup.handed_over();
                 self.upgraded.notify_one();
             }
             Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
@@ -115,6 +116,7 @@ impl Reloader {
         match given.map_err(std::io::Error::other).and_then(|r| r) {
             Ok(()) => {
                 tracing::info!("takeover: new process serves; draining and exiting");
+                self.sup.handed_over();
                 self.upgraded.notify_one();
             }
             Err(e) => tracing::error!(error = %e, "takeover failed; this process keeps serving"),
@@ -166,10 +168,10 @@ async fn reload(path: &Path, sup: &mut Supervisor, events: &Events) -> Outcome {
         .iter()
         .filter(|l| l.http3.is_some() && !sup.serves_quic(l.addr))
     {
-        let u = super::listen::bind_udp(l.addr, l.freebind)
+        let udp = super::listen::bind_udp(l.addr, l.freebind)
             .map_err(|e| format!("{}: {e}; nothing applied", path.display()))?;
-        super::listen::warn_small_udp_buffers(&u, l.addr);
-        fresh_quic.push(u);
+        super::listen::warn_small_udp_buffers(&udp, l.addr);
+        fresh_quic.push(super::listen::QuicSocket { udp, older: None });
     }
     let quic_wanted: Vec<SocketAddr> = cfg
         .listeners

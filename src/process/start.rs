@@ -3,7 +3,6 @@
 //! then on shutdown the lame duck period, the drain and the tasks joined in order.
 
 use std::future::Future;
-use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::admin::{self, Admin};
 use super::listen::Listeners;
+use super::listen::QuicSocket;
 use super::reload::{self, Reloader};
 use super::supervisor::Supervisor;
 use super::trigger::{Reloads, Trigger};
@@ -135,7 +135,7 @@ impl Running {
     /// Start every task; the accept loops serve from here on, on `workers` (the
     /// per-worker scheduler) if there are any.
     fn start(
-        (listeners, workers, udp): (Listeners, Vec<tokio::runtime::Handle>, Vec<UdpSocket>),
+        (listeners, workers, udp): (Listeners, Vec<tokio::runtime::Handle>, Vec<QuicSocket>),
         (config, sets, names): (&Config, crate::resolve::Sets, crate::resolve::Table),
         access: Option<Arc<AccessLog>>,
         stop: watch::Receiver<bool>,

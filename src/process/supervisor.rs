@@ -14,8 +14,10 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::listen::QuicSocket;
 use crate::proxy::request::Shared;
 use crate::proxy::serve;
+use crate::proxy::serve::h3::steer::Steered;
 
 #[derive(Debug)]
 pub struct Supervisor {
@@ -26,10 +28,18 @@ pub struct Supervisor {
     served: HashMap<SocketAddr, (watch::Sender<bool>, Vec<JoinHandle<()>>)>,
     /// A duplicate of each listening socket, to hand to a new process on upgrade.
     fds: HashMap<SocketAddr, OwnedFd>,
-    /// The HTTP/3 endpoints, by the address they share with their TCP listener, and a
-    /// duplicate of each UDP socket for a new process.
-    quic: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
-    quic_fds: HashMap<SocketAddr, OwnedFd>,
+    /// The HTTP/3 endpoints, by the address they share with their TCP listener.
+    quic: HashMap<SocketAddr, Quic>,
+}
+
+/// One HTTP/3 endpoint: its stop flag and task, its socket, and a duplicate of the
+/// socket for a new process.
+#[derive(Debug)]
+struct Quic {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    socket: Arc<Steered>,
+    fd: OwnedFd,
 }
 
 impl Supervisor {
@@ -40,7 +50,6 @@ impl Supervisor {
             served: HashMap::new(),
             fds: HashMap::new(),
             quic: HashMap::new(),
-            quic_fds: HashMap::new(),
         }
     }
 
@@ -100,18 +109,41 @@ impl Supervisor {
         tasks
     }
 
-    /// Serve HTTP/3 on `socket` (on the main runtime: one endpoint per address).
-    pub fn start_quic(&mut self, socket: std::net::UdpSocket) {
-        let Ok(addr) = socket.local_addr() else {
+    /// Serve HTTP/3 on `q` (on the main runtime: one endpoint per address).
+    pub fn start_quic(&mut self, q: QuicSocket) {
+        let Ok(addr) = q.udp.local_addr() else {
             return;
         };
         use std::os::fd::AsFd;
-        if let Ok(fd) = socket.as_fd().try_clone_to_owned() {
-            self.quic_fds.insert(addr, fd);
+        let made = q
+            .udp
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| Ok((fd, Steered::new(q.udp, q.older)?)));
+        let (fd, socket) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve HTTP/3");
+                return;
+            }
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(serve::h3::serve(socket.clone(), self.shared.clone(), rx));
+        let quic = Quic {
+            stop,
+            task,
+            socket,
+            fd,
+        };
+        self.quic.insert(addr, quic);
+    }
+
+    /// A new process serves on copies of the sockets: this one's QUIC connections
+    /// get their datagrams from it from now on (see `steer`).
+    pub fn handed_over(&self) {
+        for q in self.quic.values() {
+            q.socket.handed_over();
         }
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve::h3::serve(socket, self.shared.clone(), rx));
-        self.quic.insert(addr, (tx, task));
     }
 
     /// Whether HTTP/3 is served on `addr`.
@@ -126,11 +158,10 @@ impl Supervisor {
 
     /// Stop serving HTTP/3 on `addr`; its connections drain in the background.
     pub fn stop_quic(&mut self, addr: SocketAddr) {
-        self.quic_fds.remove(&addr);
-        if let Some((tx, task)) = self.quic.remove(&addr) {
+        if let Some(q) = self.quic.remove(&addr) {
             tracing::info!(%addr, "HTTP/3 stopped; draining its connections");
-            let _ = tx.send(true);
-            tokio::spawn(task);
+            let _ = q.stop.send(true);
+            tokio::spawn(q.task);
         }
     }
 
@@ -152,17 +183,17 @@ impl Supervisor {
     /// Stop every accept loop and wait for their connections to drain.
     pub async fn shutdown(mut self) {
         self.fds.clear();
-        self.quic_fds.clear();
-        let quic: Vec<_> = self.quic.drain().collect();
-        for (_, (tx, _)) in &quic {
-            let _ = tx.send(true);
+        let quic: Vec<_> = self.quic.drain().map(|(_, q)| q).collect();
+        for q in &quic {
+            let _ = q.stop.send(true);
         }
         let all: Vec<_> = self.served.drain().collect();
         for (_, (tx, _)) in &all {
             let _ = tx.send(true);
         }
-        for (_, (_, task)) in quic {
-            let _ = task.await;
+        for q in quic {
+            drop(q.fd);
+            let _ = q.task.await;
         }
         for (_, (_, tasks)) in all {
             for t in tasks {
@@ -186,13 +217,23 @@ impl Supervisor {
         self.shared.state.load()
     }
 
-    /// Copies of every listening socket (and `extra`), for a new process to serve on.
+    /// Copies of every listening socket (and `extra`), for a new process to serve on;
+    /// each UDP socket is followed by a channel on which the new process passes on
+    /// the datagrams of this process's QUIC connections.
     pub fn handover_fds(&self, extra: &[OwnedFd]) -> Vec<OwnedFd> {
-        self.fds
+        let mut out: Vec<OwnedFd> = self
+            .fds
             .values()
-            .chain(self.quic_fds.values())
-            .chain(extra)
             .filter_map(|fd| fd.try_clone().ok())
-            .collect()
+            .collect();
+        for q in self.quic.values() {
+            let (Ok(fd), Ok(chan)) = (q.fd.try_clone(), q.socket.channel_for_next()) else {
+                tracing::warn!("cannot hand an HTTP/3 socket over; the new process binds its own");
+                continue;
+            };
+            out.extend([fd, chan]);
+        }
+        out.extend(extra.iter().filter_map(|fd| fd.try_clone().ok()));
+        out
     }
 }

@@ -35,8 +35,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Taken {
     pub sockets: Vec<TcpListener>,
-    /// The UDP sockets of HTTP/3 listeners.
-    pub udp: Vec<std::net::UdpSocket>,
+    /// The UDP sockets of HTTP/3 listeners, with their channels to this process.
+    pub udp: Vec<super::listen::QuicSocket>,
     stream: UnixStream,
 }
 
@@ -74,16 +74,10 @@ pub fn request(path: &Path) -> Result<Taken, String> {
             String::from_utf8_lossy(&line[..got.bytes])
         ));
     }
-    let (mut sockets, mut udp) = (Vec::new(), Vec::new());
-    for fd in fds {
-        match rustix::net::sockopt::socket_type(&fd) {
-            Ok(rustix::net::SocketType::DGRAM) => udp.push(std::net::UdpSocket::from(fd)),
-            _ => sockets.push(TcpListener::from(fd)),
-        }
-    }
+    let handed = super::listen::Handed::sort(fds);
     Ok(Taken {
-        sockets,
-        udp,
+        sockets: handed.tcp,
+        udp: handed.quic,
         stream,
     })
 }

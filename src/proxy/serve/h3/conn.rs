@@ -132,12 +132,14 @@ impl Quic {
             self.handshaking.fetch_sub(1, Ordering::Relaxed);
         }
         while tasks.join_next().await.is_some() {}
-        quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
+        // A finished response may still sit unacknowledged in quinn's buffers, and
+        // closing now would discard it: the client closes once it has everything (after
+        // GOAWAY, or when done), else the idle timeout or the drain deadline ends it.
+        let _ = quic.closed().await;
         drop(place);
     }
 }
 
-const H3_NO_ERROR: u32 = 0x100;
 const H3_EXCESSIVE_LOAD: u32 = 0x107;
 
 async fn timed(

@@ -6,8 +6,10 @@
 //!   validation (Retry), the listener's current QUIC config, and the drain.
 //! - `conn.rs`: one QUIC connection: its request streams, 0-RTT, graceful close.
 //! - `stream.rs`: one request stream: head, body, the pipeline, the response.
+//! - `steer.rs`: the UDP socket shared with the process before or after a handover.
 
 mod conn;
+pub mod steer;
 mod stream;
 
 use std::net::SocketAddr;
@@ -25,10 +27,13 @@ use crate::proxy::request::Shared;
 /// first (HAProxy's `tune.quic.retry-threshold`).
 const RETRY_THRESHOLD: usize = 100;
 
+/// HTTP/3's "no error" code (RFC 9114 §8.1).
+const H3_NO_ERROR: u32 = 0x100;
+
 /// Serve HTTP/3 on `socket` until `stop` flips, then drain: every connection is told
 /// to go away (GOAWAY), its requests finish within the drain time, and the rest close.
 pub async fn serve(
-    socket: std::net::UdpSocket,
+    socket: Arc<steer::Steered>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -92,7 +97,8 @@ pub async fn serve(
 }
 
 /// The QUIC endpoint on `socket`, with the listener's current config.
-fn endpoint(socket: std::net::UdpSocket, shared: &Shared) -> Option<(quinn::Endpoint, SocketAddr)> {
+fn endpoint(socket: Arc<steer::Steered>, shared: &Shared) -> Option<(quinn::Endpoint, SocketAddr)> {
+    use quinn::AsyncUdpSocket;
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -107,8 +113,8 @@ fn endpoint(socket: std::net::UdpSocket, shared: &Shared) -> Option<(quinn::Endp
         .find(|l| l.addr == local)
         .and_then(|l| l.http3.as_ref())
         .map(|h| (*h.quic).clone());
-    let made = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+    let made = quinn::Endpoint::new_with_abstract_socket(
+        steer::endpoint_config(),
         quic,
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -146,6 +152,6 @@ async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    endpoint.close(quinn::VarInt::from_u32(0x100), b"");
+    endpoint.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
