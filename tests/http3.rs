@@ -67,10 +67,14 @@ async fn a_get_over_http3_reaches_the_backend_like_one_over_http2() {
     let b = WireBackend::spawn().await;
     let p = Proxy::start(&h3_config(&d, &[b.addr], "")).await;
     let url = format!("https://erp.test:{}/app/sales-order?x=1", p.addr().port());
+    // Spoofed forwarding fields are replaced for an untrusted peer, from either client.
     let req = || {
         Request::get(&url)
             .header("x-frappe-csrf-token", "t")
             .header("cookie", "sid=abc")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-real-ip", "6.6.6.6")
+            .header("x-forwarded-proto", "http")
     };
     let (status, _) = h2_tls(p.addr(), req().body(Full::default()).unwrap()).await;
     assert_eq!(status, 200);
@@ -87,6 +91,13 @@ async fn a_get_over_http3_reaches_the_backend_like_one_over_http2() {
     assert_eq!(h2.line, "GET /app/sales-order?x=1 HTTP/1.1");
     assert_eq!(h3.line, h2.line);
     assert_eq!(lines(&h3), lines(&h2), "HTTP/2 and HTTP/3 clients");
+    for (k, v) in [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-proto", "https"),
+    ] {
+        assert_eq!(h3.values(k), [v], "{k}: {:?}", h3.headers);
+    }
     assert!(
         h3.body.is_empty(),
         "a GET goes out without a body: {:?}",
@@ -411,4 +422,73 @@ fn check_shows_http3_on_the_listener_and_names_a_bad_value() {
         e.contains("h3.toml:4:15") && e.contains("\"auto\", \"always\""),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn an_idle_quic_connection_is_closed_after_http3_idle_timeout() {
+    let d = dir("idle");
+    let b = Backend::spawn("b").await;
+    let p = Proxy::start(&h3_config(&d, &[b.addr], r#"http3_idle_timeout = "300ms""#)).await;
+    let mut c = H3Client::connect(p.addr(), "erp.test").await.unwrap();
+    let got = c
+        .get(&format!("https://erp.test:{}/", p.addr().port()))
+        .await
+        .unwrap();
+    assert_eq!(got.head.status(), 200);
+    let closed = tokio::time::timeout(WAIT, c.conn.closed())
+        .await
+        .expect("closed within the wait");
+    assert!(
+        matches!(closed, quinn::ConnectionError::TimedOut),
+        "{closed:?}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_turns_http3_on_and_off() {
+    let d = dir("toggle");
+    let b = Backend::spawn("b").await;
+    let file = d.join("switchyard.toml");
+    let (p, text) = Proxy::start_file(
+        &h3_config(&d, &[b.addr], "").toml("[reload]\ndebounce = \"20ms\"\n"),
+        &file,
+    )
+    .await;
+    let addr = p.addr();
+    assert!(
+        H3Client::connect(addr, "erp.test").await.is_ok(),
+        "on at start"
+    );
+    std::fs::write(&file, text.replace("http3 = true", "http3 = false")).unwrap();
+    eventually("HTTP/3 off after the reload", || async move {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            H3Client::connect(addr, "erp.test"),
+        )
+        .await
+        .map_or(true, |r| r.is_err())
+    })
+    .await;
+    std::fs::write(&file, &text).unwrap();
+    eventually("HTTP/3 on again after the next reload", || async move {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            H3Client::connect(addr, "erp.test"),
+        )
+        .await
+        {
+            Ok(Ok(mut c)) => {
+                let ok = c
+                    .get(&format!("https://erp.test:{}/", addr.port()))
+                    .await
+                    .is_ok_and(|a| a.head.status() == 200);
+                c.close().await;
+                ok
+            }
+            _ => false,
+        }
+    })
+    .await;
+    p.stop().await;
 }

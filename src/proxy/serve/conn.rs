@@ -358,10 +358,10 @@ async fn until_done<T>(
 }
 
 /// Counts one in a gauge while it lives.
-struct GaugeGuard(Gauge);
+pub(super) struct GaugeGuard(Gauge);
 
 impl GaugeGuard {
-    fn new(g: &Gauge) -> Self {
+    pub(super) fn new(g: &Gauge) -> Self {
         g.inc();
         GaugeGuard(g.clone())
     }

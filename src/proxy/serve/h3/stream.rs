@@ -15,7 +15,7 @@ use crate::proxy::forward;
 use crate::proxy::request::{Conn, EarlyData, Shared};
 use crate::proxy::respond::body::ProxyBody;
 
-type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+pub(super) type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 type Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type Failure = Box<dyn std::error::Error + std::marker::Send + Sync>;
 
