@@ -34,18 +34,27 @@ fn h3_config(certs: &std::path::Path, servers: &[std::net::SocketAddr], extra: &
         .route("all", "p", "")
 }
 
-/// Send `req` over HTTP/2 on TLS; returns the status and body.
-async fn h2_tls(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+/// An HTTP/2 connection over TLS (ALPN h2) to `addr`.
+async fn h2_conn<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (tls, _, alpn) = tls_connect(addr, "erp.test", &[b"h2"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
+    let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
     )
     .await
     .unwrap();
     tokio::spawn(conn);
-    let resp = send.send_request(req).await.unwrap();
+    send
+}
+
+/// Send `req` over HTTP/2 on TLS; returns the status and body.
+async fn h2_tls(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+    let resp = h2_conn(addr).await.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
@@ -155,14 +164,7 @@ async fn posts_with_and_without_a_length_reach_the_backend_like_from_http2() {
     let head = || Request::post(&url).header("content-type", form);
     let parts = vec!["cmd=ping", "&x=1", "&y=2"];
     let req = head().body(streamed(parts)).unwrap();
-    let (tls, _, _) = tls_connect(p.addr(), "erp.test", &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_conn(p.addr()).await;
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
     let got = c
         .request(head().body(()).unwrap(), b"cmd=ping&x=1&y=2", 3)
@@ -235,14 +237,7 @@ async fn http1_and_http2_answers_advertise_http3_with_alt_svc() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["alt-svc"], want.as_str(), "HTTP/1.1");
-    let (tls, _, _) = tls_connect(p.addr(), "erp.test", &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_conn(p.addr()).await;
     let url = format!("https://erp.test:{port}/");
     let resp = send
         .send_request(Request::get(&url).body(Full::<Bytes>::default()).unwrap())

@@ -17,12 +17,9 @@ use tokio::net::TcpListener;
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
 
-/// Bind `addr` with SO_REUSEADDR. Must run inside the tokio runtime.
-/// `freebind` (IP_FREEBIND) binds an address this host does not have yet: a virtual IP
-/// that keepalived moves here only when this node becomes the master.
-pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
+/// What every listening socket gets before its bind: IP_FREEBIND if asked, IPv6 only
+/// for an IPv6 address, non-blocking.
+fn prepare(sock: &Socket, addr: SocketAddr, freebind: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     if freebind {
         match addr {
@@ -35,7 +32,16 @@ pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
-    sock.set_nonblocking(true)?;
+    sock.set_nonblocking(true)
+}
+
+/// Bind `addr` with SO_REUSEADDR. Must run inside the tokio runtime.
+/// `freebind` (IP_FREEBIND) binds an address this host does not have yet: a virtual IP
+/// that keepalived moves here only when this node becomes the master.
+pub fn bind_addr(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    prepare(&sock, addr, freebind)?;
     sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -121,19 +127,7 @@ const UDP_BUFFER: usize = 2 << 20;
 /// sockets with it may share a port, and a second process must fail instead.
 pub fn bind_udp(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    #[cfg(target_os = "linux")]
-    if freebind {
-        match addr {
-            SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
-            SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = freebind;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
+    prepare(&sock, addr, freebind)?;
     let _ = sock.set_recv_buffer_size(UDP_BUFFER);
     let _ = sock.set_send_buffer_size(UDP_BUFFER);
     sock.bind(&addr.into()).map_err(|e| {
