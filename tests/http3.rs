@@ -487,3 +487,36 @@ async fn a_reload_turns_http3_on_and_off() {
     .await;
     p.stop().await;
 }
+
+/// A client that cancels request after request (the rapid-reset pattern HTTP/2 servers
+/// bound) is disconnected with H3_EXCESSIVE_LOAD after 1,024 cancelled streams.
+#[tokio::test]
+async fn a_client_that_keeps_cancelling_its_requests_is_disconnected() {
+    let d = dir("resets");
+    let b = Backend::spawn("b").await;
+    let p = Proxy::start(&h3_config(&d, &[b.addr], "")).await;
+    let mut c = H3Client::connect(p.addr(), "erp.test").await.unwrap();
+    let url = format!("https://erp.test:{}/", p.addr().port());
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut sent = 0;
+    while std::time::Instant::now() < limit && c.conn.close_reason().is_none() {
+        if c.cancel(Request::get(&url).body(()).unwrap())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    let closed = tokio::time::timeout(WAIT, c.conn.closed())
+        .await
+        .expect("closed");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(a) => {
+            assert_eq!(a.error_code, quinn::VarInt::from_u32(0x107), "{a:?}")
+        }
+        other => panic!("closed with {other:?} after {sent} cancelled requests"),
+    }
+    assert!(sent > 1024, "closed after only {sent} cancelled requests");
+    p.stop().await;
+}

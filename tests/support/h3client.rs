@@ -103,6 +103,19 @@ impl H3Client {
         })
     }
 
+    /// Send `req` and cancel it at once (STOP_SENDING and RESET_STREAM), as a client
+    /// that gives up on a request does.
+    pub async fn cancel(&mut self, req: Request<()>) -> Result<(), String> {
+        let mut stream = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+        stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+        Ok(())
+    }
+
     /// GET `url` (an `https://host:port/path` URL).
     pub async fn get(&mut self, url: &str) -> Result<Answer, String> {
         let req = Request::get(url).body(()).unwrap();
