@@ -520,3 +520,52 @@ async fn a_client_that_keeps_cancelling_its_requests_is_disconnected() {
     assert!(sent > 1024, "closed after only {sent} cancelled requests");
     p.stop().await;
 }
+
+/// `http3_max_streams` bounds the requests a client has open on one connection: with
+/// two slow ones open, a third cannot open until one ends.
+#[tokio::test]
+async fn http3_max_streams_bounds_the_requests_open_on_a_connection() {
+    let d = dir("streams");
+    let b = Backend::spawn("b").await;
+    let p = Proxy::start(&h3_config(&d, &[b.addr], "http3_max_streams = 2")).await;
+    let url = format!("https://erp.test:{}/slow?ms=1500", p.addr().port());
+    let mut c = H3Client::connect(p.addr(), "erp.test").await.unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let (mut send, url) = (c.sender(), url.clone());
+        slow.push(tokio::spawn(async move {
+            let mut s = send
+                .send_request(Request::get(&url).body(()).unwrap())
+                .await
+                .unwrap();
+            s.finish().await.unwrap();
+            s.recv_response().await.map(|r| r.status())
+        }));
+    }
+    eventually("both slow requests at the backend", || async {
+        b.seen.lock().unwrap().len() >= 2
+    })
+    .await;
+    let third = Request::get(format!("https://erp.test:{}/", p.addr().port()))
+        .body(())
+        .unwrap();
+    assert!(
+        !c.opens_within(third, std::time::Duration::from_millis(300))
+            .await,
+        "a third request stream opened past http3_max_streams = 2"
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap(), 200);
+    }
+    let got = c
+        .get(&format!("https://erp.test:{}/", p.addr().port()))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.head.status(),
+        200,
+        "a new request opens once the slow ones ended"
+    );
+    c.close().await;
+    p.stop().await;
+}

@@ -116,6 +116,20 @@ impl H3Client {
         Ok(())
     }
 
+    /// Open a request stream for `req` and send its head, within `wait`; `false` when
+    /// the server's stream limit kept it from opening in time. The stream is dropped.
+    pub async fn opens_within(&mut self, req: Request<()>, wait: std::time::Duration) -> bool {
+        let mut send = self.send.clone();
+        tokio::time::timeout(wait, async move { send.send_request(req).await.is_ok() })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// A handle to send requests on this connection from another task.
+    pub fn sender(&self) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
+        self.send.clone()
+    }
+
     /// GET `url` (an `https://host:port/path` URL).
     pub async fn get(&mut self, url: &str) -> Result<Answer, String> {
         let req = Request::get(url).body(()).unwrap();
