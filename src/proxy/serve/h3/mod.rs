@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::Live;
 use crate::config::QuicRetry;
@@ -49,36 +49,8 @@ pub async fn serve(
             _ = stop.wait_for(|s| *s) => break,
         };
         let Some(incoming) = incoming else { break };
-        let snap = shared.state.load();
-        let Some(h3) = snap
-            .listeners
-            .iter()
-            .find(|l| l.addr == local)
-            .and_then(|l| l.http3.clone())
-        else {
-            // A reload turned HTTP/3 off on this listener; its loop is stopping.
-            incoming.refuse();
+        let Some((connecting, h3, permit)) = admit(incoming, &shared, local, &handshaking) else {
             continue;
-        };
-        drop(snap);
-        let busy = handshaking.load(Ordering::Relaxed) >= RETRY_THRESHOLD;
-        if (h3.retry == QuicRetry::Always || busy) && !incoming.remote_address_validated() {
-            if let Err(e) = incoming.retry() {
-                tracing::debug!(error = %e, "QUIC retry not possible");
-            }
-            continue;
-        }
-        let Some(permit) = shared.cap.try_admit() else {
-            tracing::warn!(client = %incoming.remote_address(), "QUIC connection refused: at the connection cap");
-            incoming.refuse();
-            continue;
-        };
-        let connecting = match incoming.accept_with(h3.quic.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "QUIC connection failed before its handshake");
-                continue;
-            }
         };
         let live = Live {
             _drain: live.clone(),
@@ -94,6 +66,47 @@ pub async fn serve(
         tokio::spawn(served.serve(connecting, drain_rx.clone()));
     }
     drain(&shared, &endpoint, drain_tx, live, local).await;
+}
+
+/// Whether and how a new connection is taken: the listener's current HTTP/3 config
+/// (refused if a reload turned it off), address validation (Retry) when asked or
+/// under a handshake flood, and a place under the connection cap (refused without).
+fn admit(
+    incoming: quinn::Incoming,
+    shared: &Shared,
+    local: SocketAddr,
+    handshaking: &AtomicUsize,
+) -> Option<(
+    quinn::Connecting,
+    crate::config::Http3,
+    OwnedSemaphorePermit,
+)> {
+    let snap = shared.state.load();
+    let found = snap.listeners.iter().find(|l| l.addr == local);
+    let Some(h3) = found.and_then(|l| l.http3.clone()) else {
+        incoming.refuse();
+        return None;
+    };
+    drop(snap);
+    let busy = handshaking.load(Ordering::Relaxed) >= RETRY_THRESHOLD;
+    if (h3.retry == QuicRetry::Always || busy) && !incoming.remote_address_validated() {
+        if let Err(e) = incoming.retry() {
+            tracing::debug!(error = %e, "QUIC retry not possible");
+        }
+        return None;
+    }
+    let Some(permit) = shared.cap.try_admit() else {
+        tracing::warn!(client = %incoming.remote_address(), "QUIC connection refused: at the connection cap");
+        incoming.refuse();
+        return None;
+    };
+    match incoming.accept_with(h3.quic.clone()) {
+        Ok(c) => Some((c, h3, permit)),
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC connection failed before its handshake");
+            None
+        }
+    }
 }
 
 /// The QUIC endpoint on `socket`, with the listener's current config.
