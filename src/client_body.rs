@@ -101,7 +101,7 @@ impl H3Body {
     /// `Content-Length`, whether it has a body at all is known only then. The frame
     /// read is kept and given out first.
     pub async fn settle(&mut self) -> Result<(), ClientBodyError> {
-        if self.left.is_some() && self.left != Some(0) {
+        if self.left.is_some_and(|n| n > 0) {
             return Ok(());
         }
         let first = std::future::poll_fn(|cx| self.poll(cx)).await;

@@ -39,7 +39,8 @@ pub(super) struct Quic {
 impl Quic {
     pub(super) async fn serve(self, connecting: quinn::Connecting, drain: watch::Receiver<bool>) {
         self.handshaking.fetch_add(1, Ordering::Relaxed);
-        let wait = self.shared.state.load().server.header_timeout;
+        let server = self.shared.state.load().server.clone();
+        let wait = server.header_timeout;
         let (conn, early) = match self.h3.early_data {
             true => match connecting.into_0rtt() {
                 Ok((c, accepted)) => (Ok(c), Some(accepted)),
@@ -54,9 +55,8 @@ impl Quic {
             Ok(c) => c,
             Err(e) => return tracing::debug!(error = %e, "QUIC handshake failed"),
         };
-        let max_head = self.shared.state.load().server.max_header_bytes as u64;
         let built = h3::server::builder()
-            .max_field_section_size(max_head)
+            .max_field_section_size(server.max_header_bytes as u64)
             .build(h3_quinn::Connection::new(conn.clone()))
             .await;
         let mut session = Session::new(self, conn, early);

@@ -81,13 +81,10 @@ fn admit(
     crate::config::Http3,
     OwnedSemaphorePermit,
 )> {
-    let snap = shared.state.load();
-    let found = snap.listeners.iter().find(|l| l.addr == local);
-    let Some(h3) = found.and_then(|l| l.http3.clone()) else {
+    let Some(h3) = http3_of(shared, local) else {
         incoming.refuse();
         return None;
     };
-    drop(snap);
     let busy = handshaking.load(Ordering::Relaxed) >= RETRY_THRESHOLD;
     if (h3.retry == QuicRetry::Always || busy) && !incoming.remote_address_validated() {
         if let Err(e) = incoming.retry() {
@@ -109,6 +106,16 @@ fn admit(
     }
 }
 
+/// The current HTTP/3 settings of the listener on `local`; `None` once a reload
+/// removed the listener or turned HTTP/3 off.
+fn http3_of(shared: &Shared, local: SocketAddr) -> Option<crate::config::Http3> {
+    let snap = shared.state.load();
+    snap.listeners
+        .get(snap.listener_index(local))?
+        .http3
+        .clone()
+}
+
 /// The QUIC endpoint on `socket`, with the listener's current config.
 fn endpoint(socket: Arc<steer::Steered>, shared: &Shared) -> Option<(quinn::Endpoint, SocketAddr)> {
     use quinn::AsyncUdpSocket;
@@ -119,13 +126,7 @@ fn endpoint(socket: Arc<steer::Steered>, shared: &Shared) -> Option<(quinn::Endp
             return None;
         }
     };
-    let snap = shared.state.load();
-    let quic = snap
-        .listeners
-        .iter()
-        .find(|l| l.addr == local)
-        .and_then(|l| l.http3.as_ref())
-        .map(|h| (*h.quic).clone());
+    let quic = http3_of(shared, local).map(|h| (*h.quic).clone());
     let made = quinn::Endpoint::new_with_abstract_socket(
         steer::endpoint_config(),
         quic,

@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
 use crate::client_body::{ClientBody, H3Body};
+use crate::proxy::exchange::headers;
 use crate::proxy::forward;
 use crate::proxy::request::{Conn, EarlyData, Shared};
 use crate::proxy::respond::body::ProxyBody;
@@ -113,15 +114,7 @@ async fn respond(
     wait: std::time::Duration,
 ) -> Result<(), Failure> {
     let (mut parts, mut body) = resp.into_parts();
-    for h in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        parts.headers.remove(h);
-    }
+    headers::strip_hop_by_hop(&mut parts.headers);
     let bodiless = head_only
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
