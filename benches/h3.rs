@@ -67,7 +67,7 @@ async fn run(secs: Duration, rounds: u64, streams: usize) -> Res<()> {
             let (n, cpu) = proxy.measure(c.load(secs, streams)).await?;
             let rate = n as f64 / secs.as_secs_f64();
             let per = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
-            let (took, dcpu) = proxy.measure_time(c.download()).await?;
+            let (took, dcpu) = proxy.measure(c.download()).await?;
             let mbps = BIG as f64 / took.as_secs_f64() / 1e6;
             println!(
                 "| {round} | {name} | {rate:.0} | {per:.1} | {mbps:.0} | {:.1} |",
@@ -152,13 +152,6 @@ impl Proxy {
         let before = self.cpu()?;
         let out = work.await?;
         Ok((out, self.cpu()? - before))
-    }
-
-    async fn measure_time(
-        &self,
-        work: impl Future<Output = Res<Duration>>,
-    ) -> Res<(Duration, Duration)> {
-        self.measure(work).await
     }
 
     fn stop(&mut self) {

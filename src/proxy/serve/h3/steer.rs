@@ -132,10 +132,10 @@ fn encode(pkt: &[u8], from: SocketAddr, dst: Option<IpAddr>, ecn: Option<EcnCode
 /// The metadata of a datagram read from the channel into `buf` (moved to its start);
 /// `None` for a malformed one.
 fn decode(buf: &mut [u8], n: usize) -> Option<RecvMeta> {
-    let head = buf.get(..HEAD.min(n))?;
     if n < HEAD {
         return None;
     }
+    let head = buf.get(..HEAD)?;
     let ip = get_ip(&head[1..18])?;
     let port = u16::from_be_bytes([head[18], head[19]]);
     let mut meta = RecvMeta::default();
